@@ -1,0 +1,1 @@
+"""Tables built from the metadata, and schema changes planned and applied through Alembic."""

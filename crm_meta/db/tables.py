@@ -1,0 +1,131 @@
+"""Build SQLAlchemy tables and mapped classes from a Registry — a fresh DeclarativeBase per build."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Column, ForeignKey, Index, Integer, MetaData, String, Table
+from sqlalchemy.ext.associationproxy import association_proxy
+from sqlalchemy.orm import DeclarativeBase, relationship
+
+from crm_meta.db.system import define_system_tables
+from crm_meta.db.types import CODE_LENGTH, column_type
+from crm_meta.metadata.model import Entity, Registry
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Timestamps are stored as naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class ModelSet:
+    """The tables and classes of one build; never shared between builds."""
+
+    registry: Registry
+    base: type
+    metadata: MetaData
+    models: dict[str, type] = field(default_factory=dict)
+    link_tables: dict[tuple[str, str], Table] = field(default_factory=dict)
+    system: dict[str, Table] = field(default_factory=dict)
+
+    def model(self, entity: str) -> type:
+        return self.models[entity]
+
+
+def _class_name(entity: Entity) -> str:
+    return "".join(part.capitalize() for part in entity.name.split("_"))
+
+
+def _str(self) -> str:
+    title = self.__entity__.title
+    value = getattr(self, title, None) if title else None
+    return str(value) if value not in (None, "") else f"{self.__entity__.label.zh} #{self.id}"
+
+
+def _columns(entity: Entity, user_table: Table, models_table: dict[str, str]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for f in entity.fields:
+        if f.is_multi:
+            continue
+        args: list[Any] = []
+        kw: dict[str, Any] = {"nullable": not (f.required and not f.system)}
+        if f.storage == "fk_user":
+            args.append(ForeignKey(user_table.c.id, ondelete="SET NULL" if kw["nullable"] else "RESTRICT"))
+        elif f.storage == "fk_entity":
+            args.append(ForeignKey(f"{f.entity}.id", ondelete="RESTRICT"))
+        if f.type == "autonumber":
+            kw.update(nullable=False, unique=True)
+        elif f.unique:
+            kw["unique"] = True
+        elif f.indexed or f.is_fk or f.name == entity.sort_field or f.name == "created_at":
+            kw["index"] = True
+        if f.name in ("created_at", "updated_at"):
+            kw.update(nullable=False, default=utcnow)
+        if f.name == "updated_at":
+            kw["onupdate"] = utcnow
+        attrs[f.column] = Column(f.column, column_type(f), *args, **kw)
+    return attrs
+
+
+def build_models(registry: Registry, user_model: type) -> ModelSet:
+    """Tables, link tables and mapped classes for every entity of ``registry``."""
+
+    class Base(DeclarativeBase):
+        metadata = MetaData(naming_convention=NAMING)
+
+    ms = ModelSet(registry, Base, Base.metadata)
+    ms.system = define_system_tables(Base.metadata)
+    user_table = user_model.__table__
+    for entity in registry.entities:
+        version = Column("version", Integer, nullable=False)
+        attrs: dict[str, Any] = {
+            "__tablename__": entity.table,
+            "__entity__": entity,
+            "__mapper_args__": {"version_id_col": version},
+            "__str__": _str,
+            "__repr__": lambda self: f"<{type(self).__name__} {self.id}>",
+            "id": Column("id", Integer, primary_key=True),
+            "version": version,
+        }
+        attrs.update(_columns(entity, user_table, {}))
+        ms.models[entity.name] = type(_class_name(entity), (Base,), attrs)
+    for entity in registry.entities:
+        cls = ms.models[entity.name]
+        for f in entity.fields:
+            if f.storage == "fk_user":
+                setattr(cls, f.name, relationship(user_model, foreign_keys=[cls.__table__.c[f.column]],
+                                                  lazy="joined" if f.name == "owner" else "select"))
+            elif f.storage == "fk_entity":
+                target = ms.models[f.entity]
+                setattr(cls, f.name, relationship(target, foreign_keys=[cls.__table__.c[f.column]],
+                                                  lazy="select"))
+            elif f.is_multi:
+                _link(ms, entity, cls, f.name)
+    return ms
+
+
+def _link(ms: ModelSet, entity: Entity, cls: type, name: str) -> None:
+    """A link table ``<entity>__<field>`` holding one row per chosen code, proxied as a list of codes."""
+    table = Table(
+        f"{entity.table}__{name}", ms.metadata,
+        Column("record_id", Integer, ForeignKey(f"{entity.table}.id", ondelete="CASCADE"), primary_key=True),
+        Column("code", String(CODE_LENGTH), primary_key=True),
+        Index(f"ix_{entity.table}__{name}_code", "code"),
+    )
+    link_cls = type(f"{cls.__name__}{name.capitalize()}Link", (ms.base,), {
+        "__table__": table,
+        "__init__": lambda self, code=None: setattr(self, "code", code),
+    })
+    setattr(cls, f"{name}_links", relationship(link_cls, cascade="all, delete-orphan", lazy="selectin",
+                                               passive_deletes=True, order_by=table.c.code))
+    setattr(cls, name, association_proxy(f"{name}_links", "code", creator=lambda code: link_cls(code)))
+    ms.link_tables[(entity.name, name)] = table

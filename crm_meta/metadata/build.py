@@ -1,0 +1,133 @@
+"""Turn validated dictionary files into one immutable Registry."""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime
+from types import MappingProxyType
+from typing import Any, Iterable
+
+from crm_meta.errors import SourceLocation
+from crm_meta.metadata.model import (
+    DictItem,
+    Dictionary,
+    Entity,
+    Field,
+    FormSection,
+    Label,
+    Menu,
+    Registry,
+)
+
+
+def label(value: Any, fallback: str = "") -> Label:
+    if isinstance(value, dict):
+        return Label(zh=value["zh"], en=value["en"])
+    if isinstance(value, str):
+        return Label(zh=value, en=value)
+    return Label(zh=fallback, en=fallback)
+
+
+def _system_fields() -> tuple[Field, ...]:
+    return (
+        Field("created_at", "datetime", Label("创建时间", "Created at"), system=True),
+        Field("created_by", "user", Label("创建人", "Created by"), system=True),
+        Field("updated_at", "datetime", Label("更新时间", "Updated at"), system=True),
+        Field("updated_by", "user", Label("更新人", "Updated by"), system=True),
+    )
+
+
+def build_field(name: str, body: dict, source: SourceLocation | None) -> Field:
+    optional = {k: body[k] for k in ("required", "unique", "indexed", "readonly", "default", "length",
+                                     "min_length", "min", "max", "precision", "scale", "pattern",
+                                     "dictionary", "group", "entity", "format") if k in body}
+    if body["type"] == "decimal":
+        optional.setdefault("precision", 18)
+        optional.setdefault("scale", 2)
+    if body["type"] == "money":
+        optional.update(precision=18, scale=2)
+    return Field(
+        name=name,
+        type=body["type"],
+        label=label(body.get("label"), name),
+        help=label(body["help"]) if "help" in body else None,
+        message=label(body["message"]) if "message" in body else None,
+        source=source,
+        **optional,
+    )
+
+
+def build_entity(name: str, body: dict, locate) -> Entity:
+    fields = tuple(build_field(n, b, locate(("fields", n))) for n, b in body["fields"].items())
+    fields += _system_fields()
+    declared = [f.name for f in fields if not f.system]
+    sort = body.get("sort", "-created_at")
+    form = tuple(FormSection(label(s["label"]), tuple(s["fields"])) for s in body.get("form") or ())
+    if not form:
+        form = (FormSection(label({"zh": "基本信息", "en": "Details"}), tuple(declared)),)
+    return Entity(
+        name=name,
+        label=label(body["label"], name),
+        fields=fields,
+        menu=body.get("menu"),
+        order=body.get("order", 0),
+        title=body.get("title") or next((f.name for f in fields if f.storage == "string"), None),
+        sort_field=sort.lstrip("-"),
+        sort_desc=sort.startswith("-"),
+        list_fields=tuple(body.get("list") or declared[:6]),
+        search_fields=tuple(body.get("search") or
+                            [f.name for f in fields if f.kind.text_search and not f.system][:3]),
+        filter_fields=tuple(body.get("filters") or ()),
+        form=form,
+        source=locate(()),
+    )
+
+
+def build_dictionary(name: str, body: dict) -> Dictionary:
+    items = tuple(
+        DictItem(
+            code=str(i["code"]),
+            label=label(i["label"], str(i["code"])),
+            order=i.get("order", n),
+            active=i.get("active", True),
+            group=i.get("group"),
+            attrs=MappingProxyType(dict(i.get("attrs") or {})),
+        )
+        for n, i in enumerate(body["items"])
+    )
+    return Dictionary(name, label(body["label"], name), tuple(sorted(items, key=lambda i: i.order)))
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    raise TypeError(type(value))
+
+
+def digest_of(documents: Iterable[Any]) -> str:
+    """A stable hash of the merged declarations (what permission sync and swaps key on)."""
+    h = hashlib.sha256()
+    for doc in documents:
+        h.update(json.dumps(doc, sort_keys=True, default=_json_default, ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def build_registry(files) -> Registry:
+    """Merge validated files (LoadedFile) into a Registry."""
+    entities, dictionaries, menus, docs = [], [], [], []
+    for f in files:
+        data = f.data or {}
+        docs.append({k: data.get(k) for k in ("menus", "dictionaries", "entities")})
+        for name, body in (data.get("menus") or {}).items():
+            menus.append(Menu(name, label(body["label"], name), body.get("order", 0), body.get("icon")))
+        for name, body in (data.get("dictionaries") or {}).items():
+            dictionaries.append(build_dictionary(name, body))
+        for name, body in (data.get("entities") or {}).items():
+            entities.append(build_entity(name, body, lambda p, f=f, n=name: f.locate(("entities", n) + p)))
+    docs.sort(key=lambda d: json.dumps(d, sort_keys=True, default=_json_default))
+    return Registry(
+        entities=tuple(sorted(entities, key=lambda e: (e.menu or "", e.order, e.name))),
+        dictionaries=tuple(sorted(dictionaries, key=lambda d: d.name)),
+        menus=tuple(sorted(menus, key=lambda m: (m.order, m.name))),
+        digest=digest_of(docs),
+    )

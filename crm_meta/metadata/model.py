@@ -1,0 +1,185 @@
+"""Frozen dataclasses describing a built data dictionary; a build is a value, never mutated."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from crm_meta.errors import SourceLocation
+from crm_meta.metadata.fieldtypes import FIELD_TYPES, STRING_LENGTHS, FieldType
+
+SYSTEM_FIELDS = ("created_at", "created_by", "updated_at", "updated_by")
+RESERVED_FIELD_NAMES = frozenset({"id", "version", *SYSTEM_FIELDS})
+
+
+@dataclass(frozen=True)
+class Label:
+    """A text in Chinese and English."""
+
+    zh: str
+    en: str
+
+    def get(self, lang: str | None) -> str:
+        return self.en if (lang or "zh").startswith("en") else self.zh
+
+    def __str__(self) -> str:
+        return f"{self.zh} {self.en}" if self.zh != self.en else self.zh
+
+
+@dataclass(frozen=True)
+class DictItem:
+    code: str
+    label: Label
+    order: int
+    active: bool = True
+    group: str | None = None
+    attrs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Dictionary:
+    name: str
+    label: Label
+    items: tuple[DictItem, ...]
+
+    def item(self, code: str) -> DictItem | None:
+        return next((i for i in self.items if i.code == code), None)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of an entity, as declared (or a system field such as created_at)."""
+
+    name: str
+    type: str
+    label: Label
+    help: Label | None = None
+    required: bool = False
+    unique: bool = False
+    indexed: bool = False
+    readonly: bool = False
+    default: Any = None
+    length: int | None = None
+    min_length: int | None = None
+    min: float | None = None
+    max: float | None = None
+    precision: int | None = None
+    scale: int | None = None
+    pattern: str | None = None
+    message: Label | None = None
+    dictionary: str | None = None
+    group: str | None = None
+    entity: str | None = None
+    format: str | None = None
+    system: bool = False
+    source: SourceLocation | None = field(default=None, compare=False)
+
+    @property
+    def kind(self) -> FieldType:
+        return FIELD_TYPES[self.type]
+
+    @property
+    def storage(self) -> str:
+        return self.kind.storage
+
+    @property
+    def is_multi(self) -> bool:
+        return self.storage == "codes"
+
+    @property
+    def is_fk(self) -> bool:
+        return self.storage in ("fk_entity", "fk_user")
+
+    @property
+    def column(self) -> str | None:
+        """The table column holding the value (None for multi-valued fields kept in a link table)."""
+        if self.is_multi:
+            return None
+        return f"{self.name}_id" if self.is_fk else self.name
+
+    @property
+    def max_length(self) -> int | None:
+        if self.type in STRING_LENGTHS:
+            return self.length or STRING_LENGTHS[self.type]
+        return None
+
+    @property
+    def editable(self) -> bool:
+        return not (self.system or self.readonly or self.type == "autonumber")
+
+
+@dataclass(frozen=True)
+class FormSection:
+    label: Label
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Entity:
+    name: str
+    label: Label
+    fields: tuple[Field, ...]
+    menu: str | None = None
+    order: int = 0
+    title: str | None = None
+    sort_field: str = "created_at"
+    sort_desc: bool = True
+    list_fields: tuple[str, ...] = ()
+    search_fields: tuple[str, ...] = ()
+    filter_fields: tuple[str, ...] = ()
+    form: tuple[FormSection, ...] = ()
+    source: SourceLocation | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", MappingProxyType({f.name: f for f in self.fields}))
+
+    def field(self, name: str) -> Field:
+        return self._by_name[name]  # type: ignore[attr-defined]
+
+    def has_field(self, name: str) -> bool:
+        return name in self._by_name  # type: ignore[attr-defined]
+
+    @property
+    def user_fields(self) -> tuple[Field, ...]:
+        """Declared fields, without the system ones."""
+        return tuple(f for f in self.fields if not f.system)
+
+    @property
+    def form_fields(self) -> tuple[str, ...]:
+        return tuple(n for s in self.form for n in s.fields)
+
+    @property
+    def table(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Menu:
+    name: str
+    label: Label
+    order: int = 0
+    icon: str | None = None
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A whole built data dictionary; ``digest`` changes whenever any declaration does."""
+
+    entities: tuple[Entity, ...]
+    dictionaries: tuple[Dictionary, ...]
+    menus: tuple[Menu, ...]
+    digest: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_entities", MappingProxyType({e.name: e for e in self.entities}))
+        object.__setattr__(self, "_dicts", MappingProxyType({d.name: d for d in self.dictionaries}))
+        object.__setattr__(self, "_menus", MappingProxyType({m.name: m for m in self.menus}))
+
+    def entity(self, name: str) -> Entity:
+        return self._entities[name]  # type: ignore[attr-defined]
+
+    def dictionary(self, name: str) -> Dictionary:
+        return self._dicts[name]  # type: ignore[attr-defined]
+
+    def menu(self, name: str) -> Menu | None:
+        return self._menus.get(name)  # type: ignore[attr-defined]

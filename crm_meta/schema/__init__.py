@@ -1,0 +1,27 @@
+"""Load and validate data dictionary files — pure Python, no web or database imports."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from crm_meta.errors import SchemaErrors
+from crm_meta.schema.loader import LoadedFile, load_files
+from crm_meta.schema.validate import validate_files
+
+
+def load_and_validate(paths: list[str | Path]) -> list[LoadedFile]:
+    """Read every ``*.yaml`` under ``paths`` and validate; raise SchemaErrors listing all issues."""
+    files, issues = load_files(paths)
+    issues += validate_files(files)
+    if issues:
+        raise SchemaErrors(issues)
+    return files
+
+
+__all__ = ["LoadedFile", "load_files", "validate_files", "load_and_validate"]
+
+
+def load_registry(paths: list[str | Path]):
+    """Load, validate and build the data dictionary under ``paths`` (raises SchemaErrors)."""
+    from crm_meta.metadata.build import build_registry
+
+    return build_registry(load_and_validate(paths))

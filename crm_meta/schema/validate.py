@@ -1,0 +1,228 @@
+"""Validate dictionary files: structure with JSON Schema, then meaning (names, references, types).
+
+Both passes run on every file that parsed, so one run reports as many independent problems as it
+can; the meaning checks skip whatever the structure pass already found malformed.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from crm_meta.errors import SchemaIssue, SourceLocation
+from crm_meta.metadata.fieldtypes import FIELD_TYPES
+from crm_meta.metadata.model import SYSTEM_FIELDS
+from crm_meta.schema.fieldcheck import autonumber_problem, field_problems, field_type, is_name
+from crm_meta.schema.loader import LoadedFile, one_line
+from crm_meta.schema.reserved import reserved_reason
+from crm_meta.schema.structure import IDENTIFIER, dotted, json_schema, structure_issues, suggest
+
+SECTIONS = ("menus", "dictionaries", "entities")
+SINGULAR = {"menus": "menu", "dictionaries": "dictionary", "entities": "entity"}
+
+__all__ = ["SECTIONS", "autonumber_problem", "json_schema", "meaning_issues", "structure_issues", "validate_files"]
+
+
+class Declarations:
+    """Every menu, dictionary and entity declared across the files, by name (first one wins)."""
+
+    def __init__(self, files: list[LoadedFile]):
+        self.first: dict[str, dict[str, tuple[LoadedFile, Any]]] = {s: {} for s in SECTIONS}
+        self.all: list[tuple[str, str, LoadedFile, Any]] = []  # (section, name, file, body), repeats too
+        # Sections where a declaration may be missing because a file or section did not parse:
+        self.incomplete: set[str] = set(SECTIONS) if any(not f.parsed for f in files) else set()
+        for f in files:
+            if not f.parsed or not isinstance(f.data, dict):
+                continue
+            for section in SECTIONS:
+                declared = f.data.get(section)
+                if not isinstance(declared, dict):
+                    if declared is not None:
+                        self.incomplete.add(section)
+                    continue
+                for name, body in declared.items():
+                    if not IDENTIFIER.match(name):  # reported; what do references to it mean? cannot tell
+                        self.incomplete.add(section)
+                    self.all.append((section, name, f, body))
+                    self.first[section].setdefault(name, (f, body))
+
+    def known(self, section: str, name: str) -> bool | None:
+        if name in self.first[section]:
+            return True
+        return None if section in self.incomplete else False
+
+    def unknown(self, section: str, name: str) -> str:
+        names = sorted(self.first[section])
+        hint = suggest(name, names) or (f" (known: {', '.join(names)})" if names else f" (no {section} are declared)")
+        return f"unknown {SINGULAR[section]} '{name}'{hint}"
+
+    def _items(self, dictionary: str) -> list[dict] | None:
+        body = self.first["dictionaries"].get(dictionary, (None, None))[1]
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            return None
+        return items
+
+    def codes(self, dictionary: str) -> set[str] | None:
+        items = self._items(dictionary)
+        if items is None or not all(isinstance(i.get("code"), str) for i in items):
+            return None
+        return {i["code"] for i in items}
+
+    def groups(self, dictionary: str) -> set[str] | None:
+        items = self._items(dictionary)
+        return None if items is None else {i["group"] for i in items if isinstance(i.get("group"), str)}
+
+
+class _Checker:
+    """Cross-file checks; each problem is recorded with the place it was declared."""
+
+    def __init__(self, files: list[LoadedFile]):
+        self.decls = Declarations(files)
+        self.issues: list[SchemaIssue] = []
+
+    def add(self, f: LoadedFile, path: tuple, message: str, *, key: bool = False) -> None:
+        self.issues.append(SchemaIssue(f.locate(path, key=key), dotted(path), one_line(message)))
+
+    def run(self) -> list[SchemaIssue]:
+        for section, name, f, body in self.decls.all:
+            first = self.decls.first[section][name][0]
+            if first is not f:
+                where = first.locate((section, name), key=True)
+                self.add(f, (section, name), f"{SINGULAR[section]} '{name}' is already declared at {where}", key=True)
+            if section == "dictionaries":
+                self.check_dictionary(f, name, body)
+            elif section == "entities":
+                self.check_entity(f, name, body)
+        return self.issues
+
+    def check_dictionary(self, f: LoadedFile, name: str, body: Any) -> None:
+        items = body.get("items") if isinstance(body, dict) else None
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            code = item.get("code") if isinstance(item, dict) else None
+            if not isinstance(code, str):
+                continue
+            path = ("dictionaries", name, "items", i, "code")
+            if code in seen:
+                first = f.locate(("dictionaries", name, "items", seen[code], "code")).line
+                self.add(f, path, f"code '{code}' is used twice in dictionary '{name}' (first at line {first})")
+            seen.setdefault(code, i)
+
+    def check_entity(self, f: LoadedFile, name: str, body: Any) -> None:
+        base = ("entities", name)
+        reason = reserved_reason(name, entity=True) if is_name(name) else None
+        if reason:
+            self.add(f, base, reason, key=True)
+        if not isinstance(body, dict):
+            return
+        menu = body.get("menu")
+        if is_name(menu) and self.decls.known("menus", menu) is False:
+            self.add(f, base + ("menu",), self.decls.unknown("menus", menu))
+        fields = body.get("fields")
+        if not isinstance(fields, dict):
+            return  # nothing to check the field references against
+        for fname, fbody in fields.items():
+            for rel, key, message in field_problems(fname, fbody, self.decls):
+                self.add(f, base + ("fields", fname) + rel, message, key=key)
+        self.check_columns(f, base, fields)
+        self.check_field_refs(f, base, body, fields)
+        self.check_form(f, base, body, fields)
+
+    def check_columns(self, f: LoadedFile, base: tuple, fields: dict) -> None:
+        """Each field takes its name, plus ``<name>_id`` (user/reference) or ``<name>_links`` (multi-valued)."""
+        taken = {s: s for s in SYSTEM_FIELDS} | {f"{s}_id": s for s in SYSTEM_FIELDS if s.endswith("_by")}
+        for fname, fbody in fields.items():
+            ftype = field_type(fbody)
+            names = [fname]
+            if ftype and ftype.storage in ("fk_entity", "fk_user"):
+                names.append(f"{fname}_id")
+            elif ftype and ftype.storage == "codes":
+                names.append(f"{fname}_links")
+            for n in names:
+                other = taken.get(n)
+                if other and other != fname and fname not in SYSTEM_FIELDS:
+                    self.add(f, base + ("fields", fname),
+                             f"fields '{fname}' and '{other}' both need the column or attribute '{n}'", key=True)
+                    break
+            for n in names:
+                taken.setdefault(n, fname)
+
+    def _field_ref(self, f: LoadedFile, path: tuple, ref: Any, fields: dict, *, system: bool) -> str | None:
+        """Report ``ref`` when it names no field; return it when it names one."""
+        if not is_name(ref):
+            return None
+        if ref in fields or (system and ref in SYSTEM_FIELDS):
+            return ref
+        where = " (system fields are not allowed here)" if ref in SYSTEM_FIELDS else suggest(ref, fields)
+        self.add(f, path, f"unknown field '{ref}'{where}")
+        return None
+
+    def check_field_refs(self, f: LoadedFile, base: tuple, body: dict, fields: dict) -> None:
+        title = self._field_ref(f, base + ("title",), body.get("title"), fields, system=False)
+        ftype = field_type(fields.get(title)) if title else None
+        if ftype and ftype.storage != "string" and ftype.name != "integer":
+            self.add(f, base + ("title",), f"the title field must be a text field, not {ftype.name}")
+        sort = body.get("sort")
+        if isinstance(sort, str):
+            sname = self._field_ref(f, base + ("sort",), sort.lstrip("-"), fields, system=True)
+            stype = field_type(fields.get(sname)) if sname in fields else None
+            if stype and stype.storage == "codes":
+                self.add(f, base + ("sort",), f"cannot sort by the multi-valued field '{sname}'")
+        for key in ("list", "filters", "search"):
+            refs = body.get(key)
+            for i, ref in enumerate(refs if isinstance(refs, list) else []):
+                found = self._field_ref(f, base + (key, i), ref, fields, system=key != "search")
+                rtype = field_type(fields.get(found)) if key == "search" and found else None
+                if rtype and not rtype.text_search:
+                    self.add(f, base + (key, i), f"field '{found}' of type {rtype.name} cannot be searched as "
+                             f"text (searchable: {', '.join(t.name for t in FIELD_TYPES.values() if t.text_search)})")
+
+    def check_form(self, f: LoadedFile, base: tuple, body: dict, fields: dict) -> None:
+        form = body.get("form")
+        if not isinstance(form, list) or not form:
+            return
+        placed: dict[str, int] = {}
+        complete = True
+        for si, section in enumerate(form):
+            refs = section.get("fields") if isinstance(section, dict) else None
+            if not isinstance(refs, list):
+                complete = False
+                continue
+            for i, ref in enumerate(refs):
+                path = base + ("form", si, "fields", i)
+                found = self._field_ref(f, path, ref, fields, system=False)
+                if found in placed:
+                    line = f.locate(base + ("form", placed[found])).line
+                    self.add(f, path, f"field '{found}' is already in form section {placed[found] + 1} (line {line})")
+                elif found:
+                    placed[found] = si
+                complete = complete and isinstance(ref, str)
+        if not complete:
+            return
+        for fname, fbody in fields.items():
+            ftype = field_type(fbody)
+            if ftype and fbody.get("required") is True and fname not in placed and fbody.get("default") is None \
+                    and ftype.name != "autonumber":
+                self.add(f, base + ("fields", fname),
+                         "required field without a default is missing from every form section", key=True)
+
+
+def validate_files(files: list[LoadedFile]) -> list[SchemaIssue]:
+    """Every issue in the given files: JSON Schema structure, then meaning across all files."""
+    issues: list[SchemaIssue] = []
+    for f in files:
+        issues += _guarded(f.path, lambda f=f: structure_issues(f))
+    return issues + meaning_issues(files)
+
+
+def meaning_issues(files: list[LoadedFile]) -> list[SchemaIssue]:
+    """The checks across files (names, references, types); safe on any shape of data."""
+    return _guarded(files[0].path if files else "<schema>", lambda: _Checker(files).run())
+
+
+def _guarded(path: str, check: Callable[[], list[SchemaIssue]]) -> list[SchemaIssue]:
+    """Run ``check``; a bug in it still ends as a reported issue, never as a traceback."""
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001
+        message = f"internal error while checking ({type(exc).__name__}: {exc}); please report it"
+        return [SchemaIssue(SourceLocation(path, 1, 1), "", one_line(message))]

@@ -1,0 +1,48 @@
+"""Bring the database to the current build at startup: additive migration plus dictionary items."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from crm_meta.db import migrate
+from crm_meta.db.tables import ModelSet
+from crm_meta.services.dictionaries import sync_from_registry
+
+STATE_KEY = "schema_digest"
+
+
+def _stored_digest(engine: Engine, models: ModelSet) -> str | None:
+    state = models.system["state"]
+    with engine.connect() as conn:
+        if not engine.dialect.has_table(conn, state.name):
+            return None
+        return conn.execute(select(state.c.value).where(state.c.key == STATE_KEY)).scalar()
+
+
+def sync_schema(engine: Engine, models: ModelSet) -> list[migrate.Change]:
+    """Apply safe changes and refresh dictionary items when the dictionary changed since last start.
+
+    Runs under a lock (PostgreSQL advisory lock; SQLite's write lock via BEGIN IMMEDIATE) so that
+    several workers starting at once migrate once; destructive changes are refused.
+    """
+    digest = models.registry.digest
+    if _stored_digest(engine, models) == digest:
+        return []
+    state = models.system["state"]
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7262010)")
+        try:
+            changes = migrate.apply(conn, models.metadata)
+            sync_from_registry(conn, models.system["dict_item"], models.registry)
+            if conn.execute(select(state.c.key).where(state.c.key == STATE_KEY)).first():
+                conn.execute(state.update().where(state.c.key == STATE_KEY).values(value=digest))
+            else:
+                conn.execute(state.insert().values(key=STATE_KEY, value=digest))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+    return changes

@@ -1,0 +1,49 @@
+"""Per-app access to the current build (models, registry) and per-request services."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app, g
+from flask_login import current_user
+
+from crm_meta.db.tables import ModelSet
+from crm_meta.services.dictionaries import Dictionaries
+from crm_meta.services.records import Actor, RecordService
+from crm_meta.web.i18n import current_lang
+
+
+@dataclass
+class Build:
+    """What one app was built from; stored in ``app.extensions['crm']``."""
+
+    models: ModelSet
+    db: Any  # the Flask-SQLAlchemy extension
+
+    @property
+    def registry(self):
+        return self.models.registry
+
+
+def build() -> Build:
+    return current_app.extensions["crm"]
+
+
+def session():
+    return build().db.session
+
+
+def dictionaries() -> Dictionaries:
+    """The dictionary items, read once per request."""
+    if "crm_dicts" not in g:
+        g.crm_dicts = Dictionaries.load(session(), build().models.system["dict_item"])
+    return g.crm_dicts
+
+
+def actor() -> Actor:
+    uid = current_user.id if getattr(current_user, "is_authenticated", False) else None
+    return Actor(uid, current_lang())
+
+
+def records(entity: str) -> RecordService:
+    return RecordService(session(), build().models, entity, actor(), dictionaries())

@@ -1,0 +1,99 @@
+"""create_app: load the dictionary, build tables and migrate, register generated screens and APIs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from flask import Flask, request
+from flask_appbuilder import AppBuilder
+from flask_appbuilder.models.sqla.base import SQLA
+from flask_appbuilder.security.sqla.models import User
+from flask_wtf.csrf import CSRFProtect
+
+from crm_meta.db.tables import ModelSet, build_models
+from crm_meta.errors import CrmError, SchemaErrors
+from crm_meta.metadata.model import Registry
+from crm_meta.schema import load_registry
+from crm_meta.settings import PROJECT_ROOT, configure, schema_paths
+from crm_meta.web.context import Build
+from crm_meta.web.i18n import lazy
+
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """The CRM app; refuses to start (exit 1, every error printed) on an invalid data dictionary."""
+    app = Flask("crm_meta.web", instance_path=str(Path(
+        (test_config or {}).get("INSTANCE_PATH") or PROJECT_ROOT / "instance")))
+    configure(app, test_config)
+    try:
+        registry = load_registry(schema_paths(app.config))
+    except SchemaErrors as exc:
+        print(f"crm_meta: the data dictionary is invalid:\n{exc.report()}", file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        init_app(app, registry)
+    except CrmError as exc:
+        print(f"crm_meta: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return app
+
+
+def init_app(app: Flask, registry: Registry) -> None:
+    db = SQLA()
+    db.init_app(app)
+    csrf = CSRFProtect(app)
+    with app.app_context():
+        appbuilder = AppBuilder(update_perms=False)
+        appbuilder.init_app(app, db.session)
+        models = build_models(registry, User)
+        app.extensions["crm"] = Build(models, db)
+        from crm_meta.services.schema_sync import sync_schema
+
+        sync_schema(db.engine, models)
+        _register(appbuilder, models)
+        from crm_meta.web.permissions import sync_permissions
+
+        sync_permissions(db.session, appbuilder, app.config["AUTH_ROLE_ADMIN"], models.system["state"])
+        db.session.remove()
+    from crm_meta.cli import crm
+
+    app.cli.add_command(crm)
+    _protect_api_writes(app, csrf)
+    app.after_request(_security_headers)
+
+
+def _register(appbuilder: AppBuilder, models: ModelSet) -> None:
+    from crm_meta.web.api import make_api
+    from crm_meta.web.views import LookupView, make_view
+
+    registry = models.registry
+    for entity in registry.entities:
+        menu = registry.menu(entity.menu) if entity.menu else None
+        appbuilder.add_view(
+            make_view(entity, models), entity.name, label=lazy(entity.label), icon="fa-table",
+            category=menu.name if menu else "", category_label=lazy(menu.label) if menu else "",
+            category_icon=(menu.icon or "fa-folder") if menu else "")
+        appbuilder.add_api(make_api(entity, models))
+    appbuilder.add_view_no_menu(LookupView)
+
+
+def _protect_api_writes(app: Flask, csrf: CSRFProtect) -> None:
+    """REST writes authenticated by the session cookie must carry the CSRF token like forms do."""
+
+    @app.before_request
+    def _csrf_for_cookie_api_writes():
+        if request.path.startswith("/api/") and request.method not in ("GET", "HEAD", "OPTIONS"):
+            if not request.headers.get("Authorization") and request.cookies.get(
+                    app.config.get("SESSION_COOKIE_NAME", "session")):
+                csrf.protect()
+
+
+def _security_headers(response):
+    for key, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    return response

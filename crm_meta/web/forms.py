@@ -1,0 +1,176 @@
+"""WTForms classes derived from an entity's fields: dropdowns for enums, date pickers, tag selects."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import url_for
+from flask_appbuilder.fieldwidgets import (
+    BS3TextAreaFieldWidget,
+    BS3TextFieldWidget,
+    DatePickerWidget,
+    DateTimePickerWidget,
+    Select2ManyWidget,
+    Select2Widget,
+)
+from flask_appbuilder.forms import DynamicForm
+from markupsafe import Markup, escape
+from wtforms import (
+    BooleanField,
+    DateField,
+    DateTimeField,
+    DecimalField,
+    HiddenField,
+    IntegerField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
+
+from crm_meta.metadata.fieldtypes import EMAIL_PATTERN, PHONE_PATTERN, URL_PATTERN
+from crm_meta.metadata.model import Entity, Field
+from crm_meta.web import context
+from crm_meta.web.i18n import current_lang, lazy, t
+
+
+def enum_choices(field: Field, *, blank: bool = True):
+    def choices() -> list[tuple[str, str]]:
+        lang = current_lang()
+        items = context.dictionaries().items(field.dictionary, group=field.group)
+        return ([("", "")] if blank else []) + [(i.code, i.label.get(lang)) for i in items]
+    return choices
+
+
+def user_choices() -> list[tuple[str, str]]:
+    from flask_appbuilder.security.sqla.models import User
+    from sqlalchemy import select
+
+    rows = context.session().execute(
+        select(User.id, User.first_name, User.last_name, User.username)
+        .where(User.active.is_(True)).order_by(User.username)
+    )
+    return [("", "")] + [(str(r.id), f"{r.last_name}{r.first_name} ({r.username})") for r in rows]
+
+
+class LookupWidget:
+    """A Select2 box that asks the server for matching records as the user types."""
+
+    def __call__(self, field: "LookupField", **kwargs: Any) -> Markup:
+        url = url_for("LookupView.lookup", entity=field.target)
+        option = ""
+        if field.data not in (None, ""):
+            model = context.build().models.model(field.target)
+            obj = context.session().get(model, int(field.data)) if str(field.data).isdigit() else None
+            if obj is not None:
+                option = f'<option value="{obj.id}" selected>{escape(str(obj))}</option>'
+        return Markup(
+            f'<select class="crm-lookup form-control" id="{field.id}" name="{field.name}" '
+            f'data-url="{escape(url)}" data-placeholder="{escape(t("输入以搜索", "Type to search"))}">'
+            f'<option value=""></option>{option}</select>'
+        )
+
+
+class LookupField(StringField):
+    widget = LookupWidget()
+
+    def __init__(self, *args: Any, target: str = "", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.target = target
+
+
+def _validators(f: Field) -> list:
+    out: list = []
+    if f.required and f.default is None:
+        out.append(InputRequired() if f.storage == "integer" else DataRequired())
+    else:
+        out.append(Optional())
+    if f.max_length and f.storage == "string":
+        out.append(Length(max=f.max_length))
+    if f.min_length:
+        out.append(Length(min=f.min_length))
+    if f.pattern:
+        out.append(Regexp(f.pattern, message=lazy(f.message) if f.message else None))
+    elif f.type in ("phone", "email", "url"):
+        pattern = {"phone": PHONE_PATTERN, "email": EMAIL_PATTERN, "url": URL_PATTERN}[f.type]
+        out.append(Regexp(pattern, message=lazy(_TYPE_MESSAGES[f.type])))
+    if f.min is not None or f.max is not None:
+        out.append(NumberRange(min=f.min, max=f.max))
+    return out
+
+
+from crm_meta.metadata.model import Label  # noqa: E402
+
+_TYPE_MESSAGES = {
+    "phone": Label("不是有效的电话号码", "Not a valid phone number"),
+    "email": Label("不是有效的邮箱地址", "Not a valid email address"),
+    "url": Label("不是有效的网址", "Not a valid http(s) URL"),
+}
+
+
+def form_field(f: Field):
+    """The WTForms field for one dictionary field."""
+    kw = {"label": lazy(f.label), "description": lazy(f.help), "validators": _validators(f)}
+    s = f.storage
+    if f.type in ("enum",):
+        return SelectField(choices=enum_choices(f), widget=Select2Widget(), validate_choice=False, **kw)
+    if f.is_multi:
+        return SelectMultipleField(choices=enum_choices(f, blank=False), widget=Select2ManyWidget(),
+                                   validate_choice=False, **kw)
+    if s == "fk_entity":
+        return LookupField(target=f.entity, **kw)
+    if s == "fk_user":
+        return SelectField(choices=user_choices, widget=Select2Widget(), validate_choice=False, **kw)
+    if s == "text":
+        return TextAreaField(widget=BS3TextAreaFieldWidget(), **kw)
+    if s == "integer":
+        return IntegerField(widget=BS3TextFieldWidget(), **kw)
+    if s == "decimal":
+        return DecimalField(widget=BS3TextFieldWidget(), places=None, **kw)
+    if s == "boolean":
+        kw["validators"] = [Optional()]
+        return BooleanField(**kw)
+    if s == "date":
+        return DateField(widget=DatePickerWidget(), format="%Y-%m-%d", **kw)
+    if s == "datetime":
+        return DateTimeField(widget=DateTimePickerWidget(), format="%Y-%m-%d %H:%M:%S", **kw)
+    return StringField(widget=BS3TextFieldWidget(), **kw)
+
+
+def build_form(entity: Entity, *, edit: bool) -> type[DynamicForm]:
+    """A form class with one field per editable field on the entity's form sections."""
+    attrs: dict[str, Any] = {}
+    for name in entity.form_fields:
+        f = entity.field(name)
+        if f.editable:
+            attrs[name] = form_field(f)
+    if edit:
+        attrs["version"] = HiddenField()
+    cls_name = "".join(p.capitalize() for p in entity.name.split("_")) + ("EditForm" if edit else "AddForm")
+    return type(cls_name, (DynamicForm,), attrs)
+
+
+def form_values(form: DynamicForm, entity: Entity) -> dict[str, Any]:
+    """The submitted values keyed by field name, ready for the records service."""
+    out: dict[str, Any] = {}
+    for name in entity.form_fields:
+        f = entity.field(name)
+        if f.editable and name in form:
+            out[name] = form[name].data
+    return out
+
+
+def record_values(obj: Any, entity: Entity) -> dict[str, Any]:
+    """A record's current values as form data (ids as text for dropdowns)."""
+    out: dict[str, Any] = {}
+    for name in entity.form_fields:
+        f = entity.field(name)
+        if f.is_multi:
+            out[name] = list(getattr(obj, name))
+        elif f.is_fk:
+            value = getattr(obj, f.column)
+            out[name] = "" if value is None else str(value)
+        else:
+            out[name] = getattr(obj, f.column)
+    out["version"] = obj.version
+    return out
