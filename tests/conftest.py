@@ -135,3 +135,89 @@ def browser_type_launch_args(browser_type_launch_args, browser_name):
 # ============================================================================================
 # 2. Application fixtures
 # ============================================================================================
+
+import re
+import secrets
+
+ADMIN_PASSWORD = secrets.token_urlsafe(12)  # generated per test session; never a fixed password
+
+
+def csrf_token(client, url: str) -> str:
+    """The CSRF token embedded in the page at ``url`` (forms carry it as a hidden input)."""
+    html = client.get(url).get_data(as_text=True)
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or \
+        re.search(r'value="([^"]+)"[^>]*name="csrf_token"', html)
+    assert match, f"no CSRF token on {url}"
+    return match.group(1)
+
+
+def login(client, username: str = "admin", password: str = ADMIN_PASSWORD):
+    token = csrf_token(client, "/login/")
+    resp = client.post("/login/", data={"username": username, "password": password, "csrf_token": token})
+    assert resp.status_code == 302 and "/login" not in resp.headers["Location"], "login failed"
+    return client
+
+
+class Api:
+    """A REST client authenticated with a JWT bearer token (as scripts use the API)."""
+
+    def __init__(self, client, token: str):
+        self.client, self.headers = client, {"Authorization": f"Bearer {token}"}
+
+    def __getattr__(self, method):
+        def call(url, **kw):
+            return getattr(self.client, method)(url, headers={**self.headers, **kw.pop("headers", {})}, **kw)
+        return call
+
+
+@pytest.fixture
+def make_app(db_url, tmp_path):
+    """Build the CRM on the test's database; ``make_app(schema_dir)`` for another dictionary."""
+    from app import create_app
+
+    made = []
+
+    def make(schema_path=None, **config):
+        cfg = {
+            "SQLALCHEMY_DATABASE_URI": db_url,
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": secrets.token_hex(16),
+            "TESTING": True,
+            "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            **config,
+        }
+        if schema_path is not None:
+            cfg["CRM_SCHEMA_PATH"] = str(schema_path)
+        app = create_app(cfg)
+        with app.app_context():
+            from crm_meta.cli import ensure_admin
+
+            ensure_admin(ADMIN_PASSWORD)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        with app.app_context():
+            app.extensions["crm"].db.session.remove()
+            app.extensions["crm"].db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    """A browser-like test client logged in as the admin."""
+    return login(app.test_client())
+
+
+@pytest.fixture
+def api(app):
+    c = app.test_client()
+    resp = c.post("/api/v1/security/login",
+                  json={"username": "admin", "password": ADMIN_PASSWORD, "provider": "db"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return Api(c, resp.json["access_token"])

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crm_meta.errors import SchemaErrors
 from crm_meta.schema.loader import LoadedFile, load_files
 from crm_meta.schema.validate import validate_files
+
+if TYPE_CHECKING:
+    from crm_meta.metadata.model import Registry
+
+__all__ = ["LoadedFile", "load_files", "validate_files", "load_and_validate", "load_registry"]
 
 
 def load_and_validate(paths: list[str | Path]) -> list[LoadedFile]:
@@ -17,10 +23,7 @@ def load_and_validate(paths: list[str | Path]) -> list[LoadedFile]:
     return files
 
 
-__all__ = ["LoadedFile", "load_files", "validate_files", "load_and_validate"]
-
-
-def load_registry(paths: list[str | Path]):
+def load_registry(paths: list[str | Path]) -> Registry:
     """Load, validate and build the data dictionary under ``paths`` (raises SchemaErrors)."""
     from crm_meta.metadata.build import build_registry
 

@@ -95,7 +95,7 @@ def _type_message(err: jsonschema.ValidationError) -> str:
     return f"expected {expected}, found {show(err.instance)}{hint}"
 
 
-def _issues(f: LoadedFile, err: jsonschema.ValidationError) -> Iterator[tuple[tuple, bool, str]]:
+def _issues(err: jsonschema.ValidationError) -> Iterator[tuple[tuple, bool, str]]:
     """(path, at the key?, message) for one validation error."""
     path = tuple(err.absolute_path)
     kind, inst, value = err.validator, err.instance, err.validator_value
@@ -118,7 +118,7 @@ def _issues(f: LoadedFile, err: jsonschema.ValidationError) -> Iterator[tuple[tu
         if isinstance(inst, dict):  # explain what the mapping form lacks
             for sub in err.context:
                 if sub.relative_schema_path and sub.relative_schema_path[0] == 1:
-                    yield from _issues(f, sub)
+                    yield from _issues(sub)
         elif inst == "":
             yield path, False, "a label must not be empty"
         else:
@@ -154,7 +154,7 @@ def structure_issues(f: LoadedFile) -> list[SchemaIssue]:
         return []
     issues: list[SchemaIssue] = []
     for err in _validator().iter_errors(f.data):
-        for path, key, message in _issues(f, err):
+        for path, key, message in _issues(err):
             issue = SchemaIssue(f.locate(path, key=key), dotted(path), one_line(message))
             if issue not in issues:
                 issues.append(issue)

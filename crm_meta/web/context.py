@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, g
-from flask_login import current_user
 
 from crm_meta.db.tables import ModelSet
 from crm_meta.services.dictionaries import Dictionaries
@@ -41,8 +40,9 @@ def dictionaries() -> Dictionaries:
 
 
 def actor() -> Actor:
-    uid = current_user.id if getattr(current_user, "is_authenticated", False) else None
-    return Actor(uid, current_lang())
+    """The user of this request, whether signed in by session cookie or by JWT bearer token."""
+    user = current_app.appbuilder.sm.current_user
+    return Actor(getattr(user, "id", None), current_lang())
 
 
 def records(entity: str) -> RecordService:

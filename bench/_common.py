@@ -1,0 +1,126 @@
+"""Helpers shared by the benchmark scripts (not a benchmark itself: running it does nothing).
+
+Every benchmark prints a table of figures beside a baseline measured in the same run and writes
+the same figures to ``bench/results/<name>.json`` (gitignored). Nothing here asserts anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+TESTS_DIR = ROOT / "tests"
+
+if str(ROOT) not in sys.path:  # crm_meta importable even without the editable install
+    sys.path.insert(0, str(ROOT))
+
+
+def python() -> str:
+    """The interpreter to run child processes with: the project's venv when present."""
+    venv = ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """os.environ without CRM_* variables (a developer's CRM_DATABASE_URL must not leak in)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def percentile(samples: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100) of ``samples``."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), int(round(pct / 100 * len(ordered) + 0.5))))
+    return ordered[rank - 1]
+
+
+def summary_ms(samples_s: Sequence[float]) -> dict[str, float]:
+    """p50/p95/mean/min/max of durations given in seconds, in milliseconds."""
+    ms = [s * 1000 for s in samples_s]
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p95_ms": round(percentile(ms, 95), 3),
+        "mean_ms": round(statistics.fmean(ms), 3) if ms else float("nan"),
+        "min_ms": round(min(ms), 3) if ms else float("nan"),
+        "max_ms": round(max(ms), 3) if ms else float("nan"),
+    }
+
+
+def time_calls(fn: Callable[[], Any], n: int, warmup: int = 5) -> list[float]:
+    """Durations (seconds) of ``n`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain-text table, numbers right-aligned."""
+    rows = [[_cell(c) for c in r] for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(headers)]
+    numeric = [all(_is_num(r[i]) for r in rows) if rows else False for i in range(len(headers))]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric))
+
+    out = [line([str(h) for h in headers]), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def _is_num(text: str) -> bool:
+    try:
+        float(text.rstrip("x×s%"))
+        return True
+    except ValueError:
+        return text in ("-", "")
+
+
+def goal(ok: bool) -> str:
+    return "OK" if ok else "MISSED"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    """Write ``data`` (plus machine info) to bench/results/<name>.json and return the path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2, default=str) + "\n")
+    return path
+
+
+if __name__ == "__main__":  # `make bench` runs every bench/*.py; this one is only a library
+    pass

@@ -1,0 +1,194 @@
+"""CRUD for every shipped entity through the screens and the REST API, on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pytest
+from conftest import csrf_token
+from factories import api_record, form_record
+
+from crm_meta.schema import load_registry
+
+REGISTRY = load_registry(["schemas"])
+ENTITIES = [e.name for e in REGISTRY.entities]
+
+
+def _dicts(app):
+    from crm_meta.services.dictionaries import Dictionaries
+
+    with app.app_context():
+        b = app.extensions["crm"]
+        return Dictionaries.load(b.db.session, b.models.system["dict_item"])
+
+
+def _admin_id(app) -> int:
+    with app.app_context():
+        return app.appbuilder.sm.find_user(username="admin").id
+
+
+def _refs(api, app, entity) -> dict[str, int]:
+    """Create the records ``entity`` points at (e.g. a customer for a follow-up) through the API."""
+    refs: dict[str, int] = {}
+    dicts, uid = _dicts(app), _admin_id(app)
+    for f in REGISTRY.entity(entity).user_fields:
+        if f.storage == "fk_entity" and f.entity not in refs:
+            target = REGISTRY.entity(f.entity)
+            resp = api.post(f"/api/v1/{target.name}/", json=api_record(target, _refs(api, app, target.name), uid, dicts))
+            assert resp.status_code == 201, resp.json
+            refs[f.entity] = resp.json["id"]
+    return refs
+
+
+def _count(api, entity) -> int:
+    return api.get(f"/api/v1/{entity}/").json["count"]
+
+
+@pytest.mark.parametrize("entity", ENTITIES)
+def test_rest_crud(app, api, entity):
+    ent = REGISTRY.entity(entity)
+    body = api_record(ent, _refs(api, app, entity), _admin_id(app), _dicts(app))
+    created = api.post(f"/api/v1/{entity}/", json=body)
+    assert created.status_code == 201, created.json
+    rid = created.json["id"]
+
+    got = api.get(f"/api/v1/{entity}/{rid}")
+    assert got.status_code == 200
+    result = got.json["result"]
+    for name, value in body.items():
+        if isinstance(value, float):
+            assert result[name] == pytest.approx(value)
+        elif isinstance(value, list):
+            assert sorted(result[name]) == sorted(value)
+        else:
+            assert result[name] == value, name
+    assert result["version"] == 1 and got.headers["ETag"] == '"1"'
+    for f in ent.fields:
+        if f.type == "autonumber":
+            prefix = f.format.split("{")[0]
+            assert re.fullmatch(rf"{prefix}{date.today():%Y%m%d}\d{{3,}}", result[f.name])
+    assert result["created_by"] == _admin_id(app) and result["created_at"]
+
+    text_field = next(f for f in ent.user_fields if f.type in ("string", "text") and f.editable)
+    changed = api.put(f"/api/v1/{entity}/{rid}", json={text_field.name: "已修改 changed", "version": 1})
+    assert changed.status_code == 200, changed.json
+    assert changed.json["result"][text_field.name] == "已修改 changed"
+    assert changed.json["result"]["version"] == 2
+
+    stale = api.put(f"/api/v1/{entity}/{rid}", json={text_field.name: "lost update", "version": 1})
+    assert stale.status_code == 409
+    unversioned = api.put(f"/api/v1/{entity}/{rid}", json={text_field.name: "lost update"})
+    assert unversioned.status_code == 428
+    assert api.get(f"/api/v1/{entity}/{rid}").json["result"][text_field.name] == "已修改 changed"
+
+    listed = api.get(f"/api/v1/{entity}/?q=(page_size:100)")
+    assert rid in listed.json["ids"]
+
+    assert api.delete(f"/api/v1/{entity}/{rid}").status_code == 200
+    assert api.get(f"/api/v1/{entity}/{rid}").status_code == 404
+
+
+@pytest.mark.parametrize("entity", ENTITIES)
+def test_rest_refuses_bad_input_and_keeps_data(app, api, entity):
+    ent = REGISTRY.entity(entity)
+    before = _count(api, entity)
+    required = [f.name for f in ent.user_fields if f.required and f.default is None and f.editable]
+    resp = api.post(f"/api/v1/{entity}/", json={"no_such_field": 1})
+    assert resp.status_code == 422
+    errors = resp.json["message"]
+    assert "no_such_field" in errors
+    for name in required:
+        assert name in errors, f"{name} should be reported missing"
+    enum = next((f for f in ent.user_fields if f.storage == "code"), None)
+    if enum is not None:
+        body = api_record(ent, _refs(api, app, entity), _admin_id(app), _dicts(app))
+        body[enum.name] = "not-a-code"
+        resp = api.post(f"/api/v1/{entity}/", json=body)
+        assert resp.status_code == 422 and enum.name in resp.json["message"]
+    assert _count(api, entity) == before
+
+
+def test_rest_validation_messages(app, api):
+    resp = api.post("/api/v1/customer/", json={
+        "name": "x" * 201, "contact_phone": "abc", "credit_code": "123", "email": "nope",
+        "annual_revenue": -1, "customer_type": 5, "owner": 999999})
+    errors = resp.json["message"]
+    assert resp.status_code == 422
+    assert set(errors) >= {"name", "contact_phone", "credit_code", "email", "annual_revenue",
+                           "customer_type", "owner", "industry", "contact_name"}
+    assert _count(api, "customer") == 0
+
+
+@pytest.mark.parametrize("entity", ENTITIES)
+def test_screens_crud(app, client, api, entity):
+    ent = REGISTRY.entity(entity)
+    refs = _refs(api, app, entity)
+    form = form_record(ent, refs, _admin_id(app), _dicts(app))
+    before = _count(api, entity)
+
+    page = client.get(f"/{entity}/add")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    for name in ent.form_fields:
+        if ent.field(name).editable:
+            assert ent.field(name).label.zh in html
+
+    assert client.post(f"/{entity}/add", data=form).status_code == 400  # no CSRF token: refused
+    assert _count(api, entity) == before
+
+    resp = client.post(f"/{entity}/add", data={**form, "csrf_token": csrf_token(client, f"/{entity}/add")})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[-2000:]
+    assert _count(api, entity) == before + 1
+    rid = max(api.get(f"/api/v1/{entity}/?q=(page_size:100)").json["ids"])
+
+    listing = client.get(f"/{entity}/list/").get_data(as_text=True)
+    assert f"/{entity}/show/{rid}" in listing
+    assert client.get(f"/{entity}/show/{rid}").status_code == 200
+
+    text_field = next(f for f in ent.user_fields if f.type in ("string", "text") and f.editable and f.name in ent.form_fields)
+    edit_token = csrf_token(client, f"/{entity}/edit/{rid}")
+    edited = {**form, text_field.name: "界面修改", "version": "1", "csrf_token": edit_token}
+    assert client.post(f"/{entity}/edit/{rid}", data=edited).status_code == 302
+    assert api.get(f"/api/v1/{entity}/{rid}").json["result"][text_field.name] == "界面修改"
+
+    stale = client.post(f"/{entity}/edit/{rid}", data={**edited, text_field.name: "lost", "version": "1"})
+    assert stale.status_code == 200 and "已被他人修改" in stale.get_data(as_text=True)
+    assert api.get(f"/api/v1/{entity}/{rid}").json["result"][text_field.name] == "界面修改"
+
+    assert client.get(f"/{entity}/delete/{rid}").status_code == 405  # no state change on GET
+    assert api.get(f"/api/v1/{entity}/{rid}").status_code == 200
+    token = csrf_token(client, f"/{entity}/list/")
+    assert client.post(f"/{entity}/delete/{rid}", data={"csrf_token": token}).status_code == 302
+    assert api.get(f"/api/v1/{entity}/{rid}").status_code == 404
+
+
+def test_screen_shows_field_errors_and_saves_nothing(app, client, api):
+    token = csrf_token(client, "/customer/add")
+    resp = client.post("/customer/add", data={"name": "", "contact_phone": "abc", "csrf_token": token})
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200
+    assert "不是有效的电话号码" in html
+    assert _count(api, "customer") == 0
+
+
+def test_quick_search_and_labels(app, client, api):
+    refs, uid, dicts = {}, _admin_id(app), _dicts(app)
+    ent = REGISTRY.entity("customer")
+    for name in ("上海甲科技有限公司", "北京乙贸易有限公司"):
+        body = {**api_record(ent, refs, uid, dicts), "name": name, "industry": "manufacturing"}
+        assert api.post("/api/v1/customer/", json=body).status_code == 201
+    html = client.get("/customer/list/?q=甲科技").get_data(as_text=True)
+    assert "上海甲科技有限公司" in html and "北京乙贸易有限公司" not in html
+    assert "制造业" in html  # enum codes are shown as dictionary labels
+    client.get("/lang/en")
+    html = client.get("/customer/list/").get_data(as_text=True)
+    assert "Manufacturing" in html and "Customer No." in html
+    found = api.get("/api/v1/customer/?search=乙贸易").json
+    assert found["count"] == 1
+
+
+def test_cookie_api_write_needs_csrf(app, client, api):
+    body = api_record(REGISTRY.entity("customer"), {}, _admin_id(app), _dicts(app))
+    resp = client.post("/api/v1/customer/", json=body)  # session cookie, no token
+    assert resp.status_code == 400
+    assert _count(api, "customer") == 0
