@@ -7,4 +7,4 @@ Put secrets in instance/config.py or CRM_* environment variables, never here:
   CRM_ADMIN_PASSWORD the first admin's password (default: generated and printed once by `crm init`)
 """
 
-APP_NAME = "crm_meta 客户管理"
+APP_NAME = "crm_meta CRM"

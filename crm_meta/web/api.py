@@ -255,7 +255,7 @@ def make_api(entity: Entity, models) -> type[EntityApi]:
         "openapi_spec_tag": f"{entity.label.en} {entity.label.zh}",
         "list_columns": [c for c in columns if c not in ("tags",)],
         "show_model_schema": schemas["show"](),
-        "list_model_schema": schemas["show"](),
+        "list_model_schema": type(f"{prefix}List", (schemas["show"],), {})(),
         "add_model_schema": schemas["add"](),
         "edit_model_schema": schemas["edit"](),
         "search_columns": searchable,
