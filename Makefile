@@ -45,7 +45,8 @@ install: install-app system-deps
 
 run: install-app
 	$(FLASK) --app app crm init --demo
-	$(FLASK) --app app run --host $(HOST) --port $(PORT)
+	@echo "Serving the CRM at http://$(HOST):$(PORT)/ (Ctrl-C to stop)"
+	$(VENV)/bin/gunicorn --workers 2 --bind $(HOST):$(PORT) --no-control-socket --access-logfile - 'app:create_app()'
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

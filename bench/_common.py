@@ -110,8 +110,19 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def load_note() -> str:
+    """A warning when other processes keep the machine busy (figures are then noisy)."""
+    load1 = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    if load1 > cpus * 0.75:
+        return (f"note: load average {load1:.1f} on {cpus} CPUs — other processes are running, "
+                "expect noisy figures")
+    return ""
 
 
 def write_results(name: str, data: dict[str, Any]) -> Path:

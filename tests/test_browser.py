@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import date, timedelta
+from datetime import date
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -59,6 +60,8 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     base = live_server(app)
     requested: list[str] = []
     page.on("request", lambda req: requested.append(req.url))
+    js_errors: list[str] = []
+    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
 
     tag = secrets.token_hex(3)
     name = f"浙江测试{tag}机械有限公司"
@@ -137,6 +140,7 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     expect(page.locator("#contact_phone")).to_have_value("abc")  # what the user typed is kept
     expect(page.locator(".alert-success")).to_have_count(0)
     assert customer_count(api) == before
+    assert customer_count(api, "王五") == 0
     page.screenshot(path=tmp_path / "errors.png", full_page=True)
 
     # 5. Switch the UI to English through the language menu. ------------------------------------
@@ -158,7 +162,8 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     # 6. A contact whose customer is picked through the AJAX lookup box. --------------------------
     page.goto(f"{base}/contact/add")
     select2_pick(page, "customer", name, search=f"测试{tag}", screenshot=tmp_path / "lookup.png")
-    assert any("/crm/lookup/customer?" in u and "q=" in u for u in requested), "no AJAX lookup request"
+    lookups = [parse_qs(urlsplit(u).query) for u in requested if urlsplit(u).path == "/crm/lookup/customer"]
+    assert {"q": [f"测试{tag}"], "page": ["1"]} in lookups, lookups  # the box asked the server
     assert page.eval_on_selector("#customer", "el => el.value").isdigit()
     page.fill("#name", "赵六")
     # The owner has to be picked by hand: the add form neither pre-selects the `current_user`
@@ -170,6 +175,7 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     page.goto(f"{base}/contact/list/")
     expect(page.locator(f"{LIST} tbody tr", has_text="赵六")).to_contain_text(name)
 
+    assert not js_errors, js_errors
     # Nothing was loaded from outside the live server.
     assert requested
     outside = [u for u in requested if not (u.startswith(base + "/") or u.startswith("data:"))]
