@@ -12,8 +12,10 @@ need_pg=0
 need_chromium=0
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pg=1
 [ -x "$chromium_path" ] || need_chromium=1
+need_font=0
+[ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || need_font=1
 
-if [ "$need_pg" = 0 ] && [ "$need_chromium" = 0 ]; then
+if [ "$need_pg" = 0 ] && [ "$need_chromium" = 0 ] && [ "$need_font" = 0 ]; then
     echo "system deps: PostgreSQL and Chromium present"
     exit 0
 fi
@@ -41,4 +43,8 @@ if [ "$need_pg" = 1 ]; then
 fi
 if [ "$need_chromium" = 1 ]; then
     "${SUDO[@]}" apt-get install -y chromium
+fi
+if [ "$need_font" = 1 ]; then
+    # Screenshots of the (Chinese) UI need a CJK font; it is small and only read by Chromium.
+    "${SUDO[@]}" apt-get install -y --no-install-recommends fonts-wqy-zenhei
 fi

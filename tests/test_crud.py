@@ -192,3 +192,16 @@ def test_cookie_api_write_needs_csrf(app, client, api):
     resp = client.post("/api/v1/customer/", json=body)  # session cookie, no token
     assert resp.status_code == 400
     assert _count(api, "customer") == 0
+
+
+def test_add_form_starts_with_the_declared_defaults(app, client, api):
+    html = client.get("/customer/add").get_data(as_text=True)
+    assert 'value="prospect" selected' in html or 'selected value="prospect"' in html
+    token = csrf_token(client, "/customer/add")
+    resp = client.post("/customer/add", data={
+        "name": "默认值客户", "industry": "retail", "contact_name": "钱七", "contact_phone": "13600000000",
+        "owner": "", "customer_type": "", "csrf_token": token})
+    assert resp.status_code == 302
+    assert resp.headers["Location"].endswith("/customer/list/")  # back to the list, not the home page
+    got = api.get("/api/v1/customer/?search=默认值客户").json["result"][0]
+    assert got["owner"] == _admin_id(app) and got["customer_type"] == "prospect"

@@ -160,7 +160,8 @@ class RecordService:
         for f in self.entity.user_fields:
             if not f.editable:
                 continue
-            if obj is None and f.name not in values and f.default is not None:
+            if obj is None and f.default is not None and (
+                    f.name not in values or (f.required and values[f.name] in (None, []))):
                 values[f.name] = self._default(f)
             if f.required:
                 value = values[f.name] if f.name in values else (self._current(obj, f) if obj is not None else None)

@@ -108,9 +108,27 @@ _TYPE_MESSAGES = {
 }
 
 
+def _default(f: Field):
+    """What a new record's form shows before the user types (the declared default)."""
+    d = f.default
+    if d is None:
+        return None
+    if d == "current_user":
+        def me():
+            from flask import current_app
+            user = current_app.appbuilder.sm.current_user
+            return str(user.id) if user is not None else ""
+        return me
+    if d in ("now", "today"):
+        from datetime import date, datetime
+        return (lambda: date.today()) if f.storage == "date" else (lambda: datetime.now().replace(microsecond=0))
+    return d
+
+
 def form_field(f: Field):
     """The WTForms field for one dictionary field."""
-    kw = {"label": lazy(f.label), "description": lazy(f.help), "validators": _validators(f)}
+    kw = {"label": lazy(f.label), "description": lazy(f.help), "validators": _validators(f),
+          "default": _default(f)}
     s = f.storage
     if f.type in ("enum",):
         return SelectField(choices=enum_choices(f), widget=Select2Widget(), validate_choice=False, **kw)

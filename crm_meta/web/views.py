@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, flash, jsonify, request
+from flask import abort, flash, jsonify, redirect, request, url_for
 from flask_appbuilder import BaseView, ModelView, expose
 from flask_appbuilder.security.decorators import has_access
 from wtforms import SelectField
@@ -106,6 +106,8 @@ class EntityModelView(ModelView):
             else:
                 flash(t("已保存", "Saved"), "success")
                 return None
+        if request.method == "GET":
+            self.update_redirect()
         return self._get_add_widget(form=form)
 
     def _edit(self, pk):
@@ -133,6 +135,7 @@ class EntityModelView(ModelView):
                     flash(t("已保存", "Saved"), "success")
                     return None
         else:
+            self.update_redirect()
             form = self.edit_form(data=record_values(obj, self.entity))
         return self._get_edit_widget(form=form)
 
@@ -148,6 +151,18 @@ class EntityModelView(ModelView):
             flash(str(exc), "danger")
         else:
             flash(t("已删除", "Deleted"), "success")
+
+    def _to_list(self):
+        return redirect(url_for(f"{self.__class__.__name__}.list"))
+
+    def post_add_redirect(self):
+        return self._to_list()
+
+    def post_edit_redirect(self):
+        return self._to_list()
+
+    def post_delete_redirect(self):
+        return self._to_list()
 
     @expose("/delete/<pk>", methods=["POST"])
     @has_access
