@@ -9,7 +9,7 @@ from flask_appbuilder.security.decorators import has_access
 from wtforms import SelectField
 from flask_appbuilder.fieldwidgets import Select2Widget
 
-from crm_meta.errors import RecordError, RecordNotFound, ValidationFailed, VersionConflict
+from crm_meta.errors import RecordError, RecordNotFound, ValidationFailed
 from crm_meta.metadata.model import Entity, Field
 from crm_meta.web import context
 from crm_meta.web.datamodel import EntityInterface
@@ -90,21 +90,27 @@ class EntityModelView(ModelView):
             else:
                 flash("; ".join(messages), "danger")
 
+    def _save(self, form, write) -> bool:
+        """Run ``write`` and commit; on refusal roll back and show why on the form. True when saved."""
+        try:
+            write()
+            context.session().commit()
+        except ValidationFailed as exc:
+            context.session().rollback()
+            self._errors_to_form(form, exc)
+        except RecordError as exc:  # version conflicts, refusals
+            context.session().rollback()
+            flash(str(exc), "danger")
+        else:
+            flash(t("已保存", "Saved"), "success")
+            return True
+        return False
+
     def _add(self):
         form = self.add_form.refresh()
         if request.method == "POST" and form.validate():
             service = context.records(self.entity.name)
-            try:
-                service.create(form_values(form, self.entity))
-                context.session().commit()
-            except ValidationFailed as exc:
-                context.session().rollback()
-                self._errors_to_form(form, exc)
-            except RecordError as exc:
-                context.session().rollback()
-                flash(str(exc), "danger")
-            else:
-                flash(t("已保存", "Saved"), "success")
+            if self._save(form, lambda: service.create(form_values(form, self.entity))):
                 return None
         if request.method == "GET":
             self.update_redirect()
@@ -118,22 +124,9 @@ class EntityModelView(ModelView):
             abort(404)
         if request.method == "POST":
             form = self.edit_form.refresh()
-            if form.validate():
-                try:
-                    service.update(pk, form_values(form, self.entity), expected_version=form.version.data)
-                    context.session().commit()
-                except ValidationFailed as exc:
-                    context.session().rollback()
-                    self._errors_to_form(form, exc)
-                except VersionConflict as exc:
-                    context.session().rollback()
-                    flash(str(exc), "danger")
-                except RecordError as exc:
-                    context.session().rollback()
-                    flash(str(exc), "danger")
-                else:
-                    flash(t("已保存", "Saved"), "success")
-                    return None
+            if form.validate() and self._save(form, lambda: service.update(
+                    pk, form_values(form, self.entity), expected_version=form.version.data)):
+                return None
         else:
             self.update_redirect()
             form = self.edit_form(data=record_values(obj, self.entity))
