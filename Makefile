@@ -31,9 +31,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Re-install only when pyproject.toml is newer than the stamp.
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml plugins/crm_lifecycle/pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' -e plugins/crm_lifecycle
 	@touch $@
 
 install-app: $(STAMP)

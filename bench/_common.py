@@ -119,7 +119,7 @@ def load_note() -> str:
     """A warning when other processes keep the machine busy (figures are then noisy)."""
     load1 = os.getloadavg()[0]
     cpus = os.cpu_count() or 1
-    if load1 > cpus * 0.75:
+    if load1 > cpus:  # the benchmark itself keeps about one CPU busy
         return (f"note: load average {load1:.1f} on {cpus} CPUs — other processes are running, "
                 "expect noisy figures")
     return ""

@@ -7,11 +7,47 @@ import sys
 
 import click
 from flask import current_app
-from flask.cli import AppGroup, ScriptInfo, pass_script_info
+from flask.cli import AppGroup, NoAppException, ScriptInfo, pass_script_info
 
-from crm_meta.errors import SchemaErrors
+from crm_meta.errors import PluginError, SchemaErrors
 
-crm = AppGroup("crm", help="The CRM's own commands: check the data dictionary, initialise the database.")
+
+class CrmGroup(AppGroup):
+    """``flask crm``: the built-in commands, plus the commands of the app's plugins (``crm_cli_commands``).
+
+    Plugin commands are per app: they are looked up in the app being run, not registered globally.
+    """
+
+    def _plugin_commands(self, ctx: click.Context) -> dict:
+        app = current_app._get_current_object() if current_app else ctx.ensure_object(ScriptInfo).load_app()
+        return app.extensions["crm"].plugins.commands
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            return found
+        try:
+            commands = self._plugin_commands(ctx)
+        except NoAppException:  # no app to ask; an app that cannot start exits with its message
+            return None
+        found = commands.get(cmd_name)
+        if found is not None and not current_app:  # run plugin commands inside the app, like built-ins
+            ctx.with_resource(ctx.ensure_object(ScriptInfo).load_app().app_context())
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        try:
+            names |= set(self._plugin_commands(ctx))
+        except Exception:  # noqa: BLE001 - help still lists the built-ins when the app cannot start
+            pass
+        except SystemExit:
+            pass
+        return sorted(names)
+
+
+crm = CrmGroup("crm", help="The CRM's own commands (check the data dictionary, initialise the database, "
+                           "plugins, jobs) and those of its plugins.")
 
 
 def _config_without_app() -> dict:
@@ -28,15 +64,30 @@ def _config_without_app() -> dict:
 @crm.command("check", with_appcontext=False)
 @click.argument("paths", nargs=-1)
 def check(paths: tuple[str, ...]) -> None:
-    """Validate the data dictionary; print every error as path:line:col: message."""
+    """Validate the data dictionary (with the enabled plugins' files); print every error as path:line:col: message."""
+    from crm_meta.plugins import Plugins, load_plugins
     from crm_meta.schema import load_registry
     from crm_meta.settings import schema_paths
 
-    targets = list(paths) or schema_paths(_config_without_app())
+    plugins = Plugins()
+    if paths:
+        targets = list(paths)
+    else:
+        config = _config_without_app()
+        try:
+            plugins = load_plugins(config)
+        except PluginError as exc:
+            click.echo(f"crm_meta: {exc}", err=True)
+            sys.exit(1)
+        targets = schema_paths(config) + [str(p) for p in plugins.schema_paths()]
     try:
         registry = load_registry(targets)
     except SchemaErrors as exc:
+        from crm_meta.web.factory import plugin_blame
+
         click.echo(exc.report(), err=True)
+        for line in plugin_blame(plugins, exc):
+            click.echo(line, err=True)
         click.echo(f"{len(exc.issues)} error(s) in the data dictionary", err=True)
         sys.exit(1)
     fields = sum(len(e.user_fields) for e in registry.entities)
@@ -94,3 +145,84 @@ def create_user(username: str, role: str, password: str, email: str | None) -> N
     if not sm.add_user(username, username, "", email or f"{username}@crm.invalid", found, password):
         raise click.ClickException("could not create the user (is the name or email taken?)")
     click.echo(f"user {username} created with role {role}")
+
+
+@crm.command("plugins", with_appcontext=False)
+def plugins_command() -> None:
+    """List the plugins: version, where they come from, enabled or not, hooks, dictionary files."""
+    from crm_meta.plugins import load_plugins
+    from crm_meta.schema.loader import display_path, schema_files
+
+    if current_app:
+        plugins = current_app.extensions["crm"].plugins
+    else:
+        plugins = load_plugins(_config_without_app(), strict=False)
+    broken = False
+    for info in plugins.infos:
+        state = "error" if info.error else ("enabled" if info.enabled else "disabled")
+        broken = broken or bool(info.error and info.enabled)
+        click.echo(f"{info.name} {info.version or '-'}  [{state}]  {info.origin}")
+        if info.reason:
+            click.echo(f"    {info.reason}")
+        if info.error:
+            click.echo(f"    error: {info.error}")
+        click.echo(f"    hooks: {', '.join(info.hooks) or '(none)'}")
+        for path in info.schema_paths:
+            files = schema_files([path]) if path.exists() else []
+            for f in files:
+                click.echo(f"    schema: {display_path(f)}")
+            if not files:
+                click.echo(f"    schema: {display_path(path)} (no *.yaml file there)")
+    if broken:
+        sys.exit(1)
+
+
+@crm.group("jobs")
+def jobs() -> None:
+    """The plugins' periodic jobs; run `flask --app app crm jobs run` from cron (e.g. every 5 minutes)."""
+
+
+def _jobs() -> dict:
+    return current_app.extensions["crm"].plugins.jobs
+
+
+@jobs.command("list")
+def jobs_list() -> None:
+    """Each job with its interval, plugin, last run and when it is due next."""
+    from crm_meta.services.jobs import next_run, state_of
+
+    b = current_app.extensions["crm"]
+    if not _jobs():
+        click.echo("no scheduled jobs (no enabled plugin contributes one)")
+    for job in _jobs().values():
+        state = state_of(b.db.session, b.models.system["state"], job.name)
+        last = "never run" if state.started is None else (
+            f"last run {state.started:%Y-%m-%d %H:%M} UTC " + ("ok" if state.ok else
+                                                               "running" if state.ok is None else f"FAILED: {state.error}"))
+        due = next_run(job, state)
+        click.echo(f"{job.name}  every {job.interval}  ({job.plugin})  {last}; "
+                   f"due {'now' if due is None else f'{due:%Y-%m-%d %H:%M} UTC'}")
+
+
+@jobs.command("run")
+@click.argument("name", required=False)
+def jobs_run(name: str | None) -> None:
+    """Run the due jobs once (or the job NAME, due or not); exit 1 when one failed."""
+    from crm_meta.services.jobs import run_job
+
+    b = current_app.extensions["crm"]
+    if name is not None and name not in _jobs():
+        raise click.ClickException(f"no job named '{name}' (jobs: {', '.join(_jobs()) or 'none'})")
+    selected = [_jobs()[name]] if name else list(_jobs().values())
+    failed = 0
+    for job in selected:
+        run = run_job(b.db.session, b.models.system["state"], job, b, force=name is not None)
+        if not run.ran:
+            click.echo(f"skipped {job.name} ({job.plugin}): {run.skipped}")
+        elif run.ok:
+            click.echo(f"ran {job.name} ({job.plugin}): ok" + (f" — {run.output}" if run.output else ""))
+        else:
+            failed += 1
+            click.echo(f"FAILED {job.name} (plugin {job.plugin}): {run.output}", err=True)
+    if failed:
+        sys.exit(1)

@@ -74,3 +74,36 @@ class RecordNotFound(RecordError):
     """No such record (or not visible to the user)."""
 
     status = 404
+
+
+class HookRefused(RecordError):
+    """Raised by a plugin's ``crm_before_*`` hook to refuse a change; ``message`` is shown to the user.
+
+    Nothing is written (the transaction is rolled back); the API answers 422 with the message.
+    """
+
+    status = 422
+
+    def __init__(self, message: str, plugin: str | None = None):
+        self.message = message
+        self.plugin = plugin  # filled in by the plugin manager when left out
+        super().__init__(message)
+
+
+class HookFailed(RecordError):
+    """A plugin's record hook raised an unexpected exception: the change was rolled back."""
+
+    status = 422
+
+    def __init__(self, message: str, plugin: str, hook: str):
+        self.plugin, self.hook = plugin, hook
+        super().__init__(message)
+
+
+class PluginError(CrmError):
+    """A plugin could not be loaded or used; the message names the plugin."""
+
+    def __init__(self, plugin: str, problem: str, *, hook: str | None = None,
+                 original: BaseException | None = None):
+        self.plugin, self.problem, self.hook, self.original = plugin, problem, hook, original
+        super().__init__(f"plugin '{plugin}': {problem}")

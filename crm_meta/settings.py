@@ -17,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_ROLE_ADMIN": "admin",
     "AUTH_ROLE_PUBLIC": "public",
     "FAB_UPDATE_PERMS": False,  # the engine syncs permissions itself, set-based
+    "FAB_SECURITY_MANAGER_CLASS": "crm_meta.web.security.CrmSecurityManager",
     "FAB_API_SWAGGER_UI": True,
     "FAB_BASE_TEMPLATE": "crm/base.html",
     "BABEL_DEFAULT_LOCALE": "zh",
@@ -27,6 +28,10 @@ DEFAULTS: dict[str, Any] = {
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     "FAB_API_MAX_PAGE_SIZE": 100,
     "RATELIMIT_ENABLED": False,
+    # Plugins (crm_meta/plugins.py): only these when set (comma list); never these; where bundled ones live.
+    "CRM_PLUGINS": None,
+    "CRM_DISABLED_PLUGINS": None,
+    "CRM_PLUGIN_PATH": str(PROJECT_ROOT / "plugins"),
 }
 
 # CRM_* environment variables and the config keys they set.
@@ -35,6 +40,9 @@ ENVIRONMENT = {
     "CRM_SCHEMA_PATH": "CRM_SCHEMA_PATH",
     "CRM_SECRET_KEY": "SECRET_KEY",
     "CRM_ADMIN_PASSWORD": "CRM_ADMIN_PASSWORD",
+    "CRM_PLUGINS": "CRM_PLUGINS",
+    "CRM_DISABLED_PLUGINS": "CRM_DISABLED_PLUGINS",
+    "CRM_PLUGIN_PATH": "CRM_PLUGIN_PATH",
 }
 
 

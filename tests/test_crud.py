@@ -205,3 +205,10 @@ def test_add_form_starts_with_the_declared_defaults(app, client, api):
     assert resp.headers["Location"].endswith("/customer/list/")  # back to the list, not the home page
     got = api.get("/api/v1/customer/?search=默认值客户").json["result"][0]
     assert got["owner"] == _admin_id(app) and got["customer_type"] == "prospect"
+
+
+def test_list_arguments_are_checked(api):
+    assert api.get("/api/v1/customer/?q=(page_size:abc)").status_code == 400
+    assert api.get("/api/v1/customer/?q=((((").status_code == 400
+    assert api.get("/api/v1/customer/?q=(order_column:no_such_column)").status_code == 400
+    assert api.get("/api/v1/customer/?q=(filters:!((col:name,opr:ct,value:x)))").status_code == 200

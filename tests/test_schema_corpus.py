@@ -431,6 +431,53 @@ CASES = [
         menus:
           more: {label: More, icon: users}
         """),
+    # --- extend: fields added to an entity of another file -----------------------------------------
+    standalone("extend-unknown-entity", "thing.yaml:2:3", "unknown entity 'othr' (did you mean 'other'?)", """\
+        extend:
+          othr:
+            fields:
+              extra: {type: string, label: Extra}
+        """),
+    standalone("extend-existing-field", "thing.yaml:4:7", "entity 'other' already has a field 'name' (declared at "
+               "schemas/base.yaml:14:7)", """\
+        extend:
+          other:
+            fields:
+              name: {type: string, label: Name again}
+        """),
+    Case("extend-field-twice", "zz.yaml:4:7", "entity 'other' already has a field 'extra' (declared at "
+         "schemas/thing.yaml:4:7)",
+         thing="extend:\n  other:\n    fields:\n      extra: {type: string, label: Extra}\n",
+         extra={"zz.yaml": "extend:\n  other:\n    fields:\n      extra: {type: text, label: Again}\n"}),
+    standalone("extend-lists-a-field-it-does-not-add", "thing.yaml:5:19", "field 'name' is not added by this "
+               "extension", """\
+        extend:
+          other:
+            fields:
+              extra: {type: string, label: Extra}
+            list: [extra, name]
+        """),
+    standalone("extend-searches-a-boolean", "thing.yaml:5:14", "field 'flag' of type boolean cannot be searched", """\
+        extend:
+          other:
+            fields:
+              flag: {type: boolean, label: Flag}
+            search: [flag]
+        """),
+    standalone("extend-unknown-key", "thing.yaml:3:5", "unknown key 'title' (allowed: fields, filters, form, list, "
+               "search)", """\
+        extend:
+          other:
+            title: extra
+            fields:
+              extra: {type: string, label: Extra}
+        """),
+    standalone("extend-bad-field", "thing.yaml:4:21", "'strng' is not one of", """\
+        extend:
+          other:
+            fields:
+              extra: {type: strng, label: Extra}
+        """),
 ]
 
 

@@ -98,7 +98,8 @@ def apply(connection: Connection, metadata: MetaData, *, allow_destructive: bool
         raise MigrationError(
             "the data dictionary needs changes that could lose data; nothing was changed:\n"
             + "\n".join(f"  {c.text}" for c in refused)
-            + "\nReview them with `flask --app app crm schema plan`."
+            + "\nPut the field or entity back in the dictionary (or restore the plugin that declared it);"
+            + " columns are never dropped or narrowed automatically."
         )
     operations = Operations(_context(connection, metadata))
     for change in changes:

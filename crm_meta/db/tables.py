@@ -36,6 +36,7 @@ class ModelSet:
     models: dict[str, type] = field(default_factory=dict)
     link_tables: dict[tuple[str, str], Table] = field(default_factory=dict)
     system: dict[str, Table] = field(default_factory=dict)
+    plugins: Any = None  # crm_meta.plugins.Plugins of the app; RecordService fires its record hooks
 
     def model(self, entity: str) -> type:
         return self.models[entity]
@@ -103,7 +104,7 @@ def build_models(registry: Registry, user_model: type) -> ModelSet:
         for f in entity.fields:
             if f.storage == "fk_user":
                 setattr(cls, f.name, relationship(user_model, foreign_keys=[cls.__table__.c[f.column]],
-                                                  lazy="joined" if f.name == "owner" else "select"))
+                                                  lazy="select"))
             elif f.storage == "fk_entity":
                 target = ms.models[f.entity]
                 setattr(cls, f.name, relationship(target, foreign_keys=[cls.__table__.c[f.column]],

@@ -57,14 +57,37 @@ def build_field(name: str, body: dict, source: SourceLocation | None) -> Field:
     )
 
 
-def build_entity(name: str, body: dict, locate) -> Entity:
-    fields = tuple(build_field(n, b, locate(("fields", n))) for n, b in body["fields"].items())
-    fields += _system_fields()
-    declared = [f.name for f in fields if not f.system]
+def _section(s: dict) -> FormSection:
+    return FormSection(label(s["label"]), tuple(s["fields"]))
+
+
+def build_entity(name: str, body: dict, locate, extensions: Iterable[tuple[dict, Any]] = ()) -> Entity:
+    """One entity; ``extensions`` are the ``extend:`` bodies for it (with their locate), in file order.
+
+    Added fields come after the entity's own; their ``list``/``search``/``filters`` are appended to the
+    entity's (or to its defaults, which only ever count its own fields) and their ``form`` sections to its
+    form; added fields in no section join the entity's last section.
+    """
+    own = tuple(build_field(n, b, locate(("fields", n))) for n, b in body["fields"].items())
+    declared = [f.name for f in own]
+    added: list[Field] = []
+    extra: dict[str, list[str]] = {"list": [], "search": [], "filters": []}
+    extra_form: list[FormSection] = []
+    for ext, ext_locate in extensions:
+        added += [build_field(n, b, ext_locate(("fields", n))) for n, b in ext["fields"].items()]
+        for key in extra:
+            extra[key] += ext.get(key) or []
+        extra_form += [_section(s) for s in ext.get("form") or ()]
+    fields = own + tuple(added) + _system_fields()
     sort = body.get("sort", "-created_at")
-    form = tuple(FormSection(label(s["label"]), tuple(s["fields"])) for s in body.get("form") or ())
+    form = tuple(_section(s) for s in body.get("form") or ())
     if not form:
         form = (FormSection(label({"zh": "基本信息", "en": "Details"}), tuple(declared)),)
+    placed = {n for s in extra_form for n in s.fields}
+    loose = tuple(f.name for f in added if f.name not in placed)
+    if loose:
+        form = form[:-1] + (FormSection(form[-1].label, form[-1].fields + loose),)
+    form += tuple(extra_form)
     return Entity(
         name=name,
         label=label(body["label"], name),
@@ -74,10 +97,10 @@ def build_entity(name: str, body: dict, locate) -> Entity:
         title=body.get("title") or next((f.name for f in fields if f.storage == "string"), None),
         sort_field=sort.lstrip("-"),
         sort_desc=sort.startswith("-"),
-        list_fields=tuple(body.get("list") or declared[:6]),
+        list_fields=tuple(body.get("list") or declared[:6]) + tuple(extra["list"]),
         search_fields=tuple(body.get("search") or
-                            [f.name for f in fields if f.kind.text_search and not f.system][:3]),
-        filter_fields=tuple(body.get("filters") or ()),
+                            [f.name for f in own if f.kind.text_search][:3]) + tuple(extra["search"]),
+        filter_fields=tuple(body.get("filters") or ()) + tuple(extra["filters"]),
         form=form,
         source=locate(()),
     )
@@ -115,15 +138,23 @@ def digest_of(documents: Iterable[Any]) -> str:
 def build_registry(files) -> Registry:
     """Merge validated files (LoadedFile) into a Registry."""
     entities, dictionaries, menus, docs = [], [], [], []
+    extensions: dict[str, list[tuple[dict, Any]]] = {}
+    for f in files:
+        for name, body in ((f.data or {}).get("extend") or {}).items():
+            extensions.setdefault(name, []).append((body, lambda p, f=f, n=name: f.locate(("extend", n) + p)))
     for f in files:
         data = f.data or {}
-        docs.append({k: data.get(k) for k in ("menus", "dictionaries", "entities")})
+        doc = {k: data.get(k) for k in ("menus", "dictionaries", "entities")}
+        if data.get("extend"):
+            doc["extend"] = data["extend"]
+        docs.append(doc)
         for name, body in (data.get("menus") or {}).items():
             menus.append(Menu(name, label(body["label"], name), body.get("order", 0), body.get("icon")))
         for name, body in (data.get("dictionaries") or {}).items():
             dictionaries.append(build_dictionary(name, body))
         for name, body in (data.get("entities") or {}).items():
-            entities.append(build_entity(name, body, lambda p, f=f, n=name: f.locate(("entities", n) + p)))
+            entities.append(build_entity(name, body, lambda p, f=f, n=name: f.locate(("entities", n) + p),
+                                         extensions.get(name, ())))
     docs.sort(key=lambda d: json.dumps(d, sort_keys=True, default=_json_default))
     return Registry(
         entities=tuple(sorted(entities, key=lambda e: (e.menu or "", e.order, e.name))),

@@ -17,7 +17,7 @@ Path_ = tuple  # a path into a document: keys and list indexes
 
 MAX_NODES = 200_000  # aliases can multiply a small file into a huge one ("billion laughs")
 MERGE_TAG = "tag:yaml.org,2002:merge"
-TOP_LEVEL_KEYS = "version, menus, dictionaries, entities"
+TOP_LEVEL_KEYS = "version, menus, dictionaries, entities, extend"
 
 
 @dataclass

@@ -27,11 +27,15 @@ class Declarations:
     def __init__(self, files: list[LoadedFile]):
         self.first: dict[str, dict[str, tuple[LoadedFile, Any]]] = {s: {} for s in SECTIONS}
         self.all: list[tuple[str, str, LoadedFile, Any]] = []  # (section, name, file, body), repeats too
+        self.extensions: list[tuple[str, LoadedFile, Any]] = []  # `extend:` entries (entity, file, body)
         # Sections where a declaration may be missing because a file or section did not parse:
         self.incomplete: set[str] = set(SECTIONS) if any(not f.parsed for f in files) else set()
         for f in files:
             if not f.parsed or not isinstance(f.data, dict):
                 continue
+            extend = f.data.get("extend")
+            if isinstance(extend, dict):
+                self.extensions += [(name, f, body) for name, body in extend.items()]
             for section in SECTIONS:
                 declared = f.data.get(section)
                 if not isinstance(declared, dict):
@@ -92,6 +96,8 @@ class _Checker:
                 self.check_dictionary(f, name, body)
             elif section == "entities":
                 self.check_entity(f, name, body)
+        for i, (name, f, body) in enumerate(self.decls.extensions):
+            self.check_extension(i, f, name, body)
         return self.issues
 
     def check_dictionary(self, f: LoadedFile, name: str, body: Any) -> None:
@@ -127,8 +133,11 @@ class _Checker:
         self.check_field_refs(f, base, body, fields)
         self.check_form(f, base, body, fields)
 
-    def check_columns(self, f: LoadedFile, base: tuple, fields: dict) -> None:
-        """Each field takes its name, plus ``<name>_id`` (user/reference) or ``<name>_links`` (multi-valued)."""
+    def check_columns(self, f: LoadedFile, base: tuple, fields: dict, only: set | None = None) -> None:
+        """Each field takes its name, plus ``<name>_id`` (user/reference) or ``<name>_links`` (multi-valued).
+
+        ``only``: report clashes of these fields alone (an extension's, checked against the entity's).
+        """
         taken = {s: s for s in SYSTEM_FIELDS} | {f"{s}_id": s for s in SYSTEM_FIELDS if s.endswith("_by")}
         for fname, fbody in fields.items():
             ftype = field_type(fbody)
@@ -139,7 +148,7 @@ class _Checker:
                 names.append(f"{fname}_links")
             for n in names:
                 other = taken.get(n)
-                if other and other != fname and fname not in SYSTEM_FIELDS:
+                if other and other != fname and fname not in SYSTEM_FIELDS and (only is None or fname in only):
                     self.add(f, base + ("fields", fname),
                              f"fields '{fname}' and '{other}' both need the column or attribute '{n}'", key=True)
                     break
@@ -204,6 +213,67 @@ class _Checker:
                     and ftype.name != "autonumber":
                 self.add(f, base + ("fields", fname),
                          "required field without a default is missing from every form section", key=True)
+
+
+    def check_extension(self, index: int, f: LoadedFile, name: str, body: Any) -> None:
+        """``extend: {entity: {fields, list, search, filters, form}}``: fields added to an entity."""
+        base = ("extend", name)
+        if not is_name(name):
+            return  # the structure pass reports the name
+        if self.decls.known("entities", name) is False:
+            self.add(f, base, self.decls.unknown("entities", name), key=True)
+        if not isinstance(body, dict) or not isinstance(body.get("fields"), dict):
+            return
+        added: dict = body["fields"]
+        existing: dict[str, tuple[LoadedFile, tuple, Any]] = {}  # field → (file, path, body), in order
+        entity = self.decls.first["entities"].get(name, (None, None))
+        if isinstance(entity[1], dict) and isinstance(entity[1].get("fields"), dict):
+            for fname, fbody in entity[1]["fields"].items():
+                existing[fname] = (entity[0], ("entities", name, "fields", fname), fbody)
+        for other, of, obody in self.decls.extensions[:index]:
+            if other == name and isinstance(obody, dict) and isinstance(obody.get("fields"), dict):
+                for fname, fbody in obody["fields"].items():
+                    existing.setdefault(fname, (of, ("extend", name, "fields", fname), fbody))
+        for fname, fbody in added.items():
+            for rel, key, message in field_problems(fname, fbody, self.decls):
+                self.add(f, base + ("fields", fname) + rel, message, key=key)
+            if fname in existing:
+                where = existing[fname][0].locate(existing[fname][1], key=True)
+                self.add(f, base + ("fields", fname), f"entity '{name}' already has a field '{fname}' (declared at "
+                         f"{where}); an extension can only add new fields", key=True)
+        new = [n for n in added if n not in existing]
+        combined = {n: v[2] for n, v in existing.items()} | {n: added[n] for n in new}
+        self.check_columns(f, base, combined, only=set(new))
+        for key in ("list", "filters", "search"):
+            refs = body.get(key)
+            for i, ref in enumerate(refs if isinstance(refs, list) else []):
+                found = self._added_ref(f, base + (key, i), ref, added)
+                rtype = field_type(added.get(found)) if key == "search" and found else None
+                if rtype and not rtype.text_search:
+                    self.add(f, base + (key, i), f"field '{found}' of type {rtype.name} cannot be searched as "
+                             f"text (searchable: {', '.join(t.name for t in FIELD_TYPES.values() if t.text_search)})")
+        form = body.get("form")
+        placed: dict[str, int] = {}
+        for si, section in enumerate(form if isinstance(form, list) else []):
+            refs = section.get("fields") if isinstance(section, dict) else None
+            for i, ref in enumerate(refs if isinstance(refs, list) else []):
+                path = base + ("form", si, "fields", i)
+                found = self._added_ref(f, path, ref, added)
+                if found in placed:
+                    line = f.locate(base + ("form", placed[found])).line
+                    self.add(f, path, f"field '{found}' is already in form section {placed[found] + 1} (line {line})")
+                elif found:
+                    placed[found] = si
+
+    def _added_ref(self, f: LoadedFile, path: tuple, ref: Any, added: dict) -> str | None:
+        """An extension's list, search, filters and form name only the fields it adds."""
+        if not is_name(ref):
+            return None
+        if ref in added:
+            return ref
+        self.add(f, path, f"field '{ref}' is not added by this extension (name only the fields under its "
+                          f"'fields'){suggest(ref, added)}")
+        return None
 
 
 def validate_files(files: list[LoadedFile]) -> list[SchemaIssue]:

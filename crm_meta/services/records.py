@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from crm_meta.db.tables import ModelSet, utcnow
-from crm_meta.errors import RecordNotFound, ValidationFailed, VersionConflict
+from crm_meta.errors import HookFailed, PluginError, RecordError, RecordNotFound, ValidationFailed, VersionConflict
 from crm_meta.metadata.model import Entity, Field
 from crm_meta.services import numbering
 from crm_meta.services.dictionaries import Dictionaries
@@ -29,16 +29,22 @@ class Actor:
 
 
 class RecordService:
-    """All writes to one entity go through here, whatever the path (screen, REST, import)."""
+    """All writes to one entity go through here, whatever the path (screen, REST, import).
+
+    Plugins' record hooks (``crm_before_*`` / ``crm_after_*``) fire here, in the caller's transaction;
+    ``plugins`` defaults to the app's (``models.plugins``). A refusal or a failing hook rolls the
+    session back and raises a ``RecordError`` (``HookRefused`` / ``HookFailed``).
+    """
 
     def __init__(self, session: Session, models: ModelSet, entity: str, actor: Actor,
-                 dictionaries: Dictionaries | None = None):
+                 dictionaries: Dictionaries | None = None, plugins: Any = None):
         self.session = session
         self.models = models
         self.entity: Entity = models.registry.entity(entity)
         self.model = models.model(entity)
         self.actor = actor
         self._dicts = dictionaries
+        self.plugins = plugins if plugins is not None else getattr(models, "plugins", None)
 
     @property
     def dictionaries(self) -> Dictionaries:
@@ -67,6 +73,8 @@ class RecordService:
     def create(self, data: dict[str, Any]) -> Any:
         values, errors = self._clean(data, obj=None)
         self._raise(errors)
+        self._fire("crm_before_create", data=values)
+        self._check_hook_values(values)
         obj = self.model()
         self._assign(obj, values)
         now = utcnow()
@@ -79,6 +87,7 @@ class RecordService:
                     f"{self.entity.name}.{f.name}", f.format, datetime.now()))
         self.session.add(obj)
         self._flush(obj)
+        self._fire("crm_after_create", record=obj)
         return obj
 
     def update(self, record_id: Any, data: dict[str, Any], expected_version: Any = None) -> Any:
@@ -86,15 +95,19 @@ class RecordService:
         self._check_version(obj, expected_version)
         values, errors = self._clean(data, obj=obj)
         self._raise(errors)
+        changes = self._changes(obj, values)
+        self._fire("crm_before_update", record=obj, changes=changes)
         self._assign(obj, values)
         obj.updated_at = utcnow()
         obj.updated_by_id = self.actor.user_id
         self._flush(obj)
+        self._fire("crm_after_update", record=obj, changes=changes)
         return obj
 
     def delete(self, record_id: Any, expected_version: Any = None) -> None:
         obj = self.get(record_id)
         self._check_version(obj, expected_version)
+        self._fire("crm_before_delete", record=obj)
         self.session.delete(obj)
         try:
             self.session.flush()
@@ -105,6 +118,41 @@ class RecordService:
         except StaleDataError:
             self.session.rollback()
             raise VersionConflict(self._msg_conflict()) from None
+        self._fire("crm_after_delete", record=obj)
+
+    # plugin hooks ----------------------------------------------------------------------------
+    def _fire(self, hook: str, **kwargs: Any) -> None:
+        """Run a record hook; on a refusal or failure roll back (nothing half-written) and raise."""
+        if self.plugins is None:
+            return
+        try:
+            self.plugins.fire(hook, entity=self.entity.name, actor=self.actor, session=self.session, **kwargs)
+        except RecordError:
+            self.session.rollback()
+            raise
+        except PluginError as exc:
+            self.session.rollback()
+            detail = exc.problem.split(" raised ", 1)[-1]
+            raise HookFailed(self._t(f"插件 {exc.plugin} 出错，未保存任何更改（{hook}：{detail}）",
+                                     f"Plugin {exc.plugin} failed, nothing was saved ({hook}: {detail})"),
+                             exc.plugin, hook) from exc
+
+    def _changes(self, obj: Any, values: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """{field: (old, new)} for the values that differ from the stored ones."""
+        changes = {}
+        for name, new in values.items():
+            old = self._current(obj, self.entity.field(name))
+            if old != new:
+                changes[name] = (old, new)
+        return changes
+
+    def _check_hook_values(self, values: dict[str, Any]) -> None:
+        """A before-hook may add values; only to fields that exist and may be written."""
+        bad = [n for n in values if not self.entity.has_field(n) or not self.entity.field(n).editable]
+        if bad:
+            self.session.rollback()
+            raise ValidationFailed({n: [message("unknown" if not self.entity.has_field(n) else "readonly",
+                                                self.actor.lang)] for n in bad})
 
     # helpers ---------------------------------------------------------------------------------
     def _t(self, zh: str, en: str) -> str:

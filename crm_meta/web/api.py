@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
-from flask_appbuilder.api import ModelRestApi, expose, rison, safe
+from flask_appbuilder.api import ModelRestApi, expose, safe
 from flask_appbuilder.api.schemas import get_item_schema, get_list_schema
 from flask_appbuilder.exceptions import FABException
 from flask_appbuilder.security.decorators import permission_name, protect
@@ -13,6 +13,7 @@ from crm_meta.errors import RecordError, RecordNotFound, ValidationFailed, Versi
 from crm_meta.metadata.model import Entity
 from crm_meta.web import context
 from crm_meta.web.datamodel import EntityInterface
+from crm_meta.web.rison import rison
 from crm_meta.web.schemas import build_schemas
 from crm_meta.web.views import METHOD_PERMISSIONS, PERMISSIONS, class_name, display_column
 

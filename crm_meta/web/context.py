@@ -23,6 +23,11 @@ class Build:
     def registry(self):
         return self.models.registry
 
+    @property
+    def plugins(self):
+        """The app's ``crm_meta.plugins.Plugins``."""
+        return self.models.plugins
+
 
 def build() -> Build:
     return current_app.extensions["crm"]

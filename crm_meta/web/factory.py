@@ -11,8 +11,9 @@ from flask_appbuilder.security.sqla.models import User
 from flask_wtf.csrf import CSRFProtect
 
 from crm_meta.db.tables import ModelSet, build_models
-from crm_meta.errors import CrmError, SchemaErrors
+from crm_meta.errors import CrmError, MigrationError, PluginError, SchemaErrors
 from crm_meta.metadata.model import Registry
+from crm_meta.plugins import Plugins, load_plugins
 from crm_meta.schema import load_registry
 from crm_meta.settings import PROJECT_ROOT, configure, schema_paths
 from crm_meta.web.context import Build
@@ -31,31 +32,61 @@ def create_app(test_config: dict | None = None) -> Flask:
         (test_config or {}).get("INSTANCE_PATH") or PROJECT_ROOT / "instance")))
     configure(app, test_config)
     try:
-        registry = load_registry(schema_paths(app.config))
-    except SchemaErrors as exc:
-        print(f"crm_meta: the data dictionary is invalid:\n{exc.report()}", file=sys.stderr)
+        plugins = load_plugins(app.config)
+    except PluginError as exc:
+        print(f"crm_meta: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     try:
-        init_app(app, registry)
+        registry = load_registry(schema_paths(app.config) + plugins.schema_paths())
+    except SchemaErrors as exc:
+        print(f"crm_meta: the data dictionary is invalid:\n{exc.report()}", file=sys.stderr)
+        for line in plugin_blame(plugins, exc):
+            print(f"crm_meta: {line}", file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        init_app(app, registry, plugins)
+    except MigrationError as exc:
+        off = [i.name for i in plugins.infos if not i.enabled and not i.error]
+        hint = (f"\nIf these came from a plugin that is now turned off ({', '.join(off)}), enable it again: "
+                "the fields a plugin added stay in the database.") if off else ""
+        print(f"crm_meta: cannot start: {exc}{hint}", file=sys.stderr)
+        raise SystemExit(1) from None
     except CrmError as exc:
         print(f"crm_meta: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     return app
 
 
-def init_app(app: Flask, registry: Registry) -> None:
+def plugin_blame(plugins: Plugins, exc: SchemaErrors) -> list[str]:
+    """One line per plugin whose dictionary files have errors (the issue lines name files only)."""
+    files: dict[str, list[str]] = {}
+    for issue in exc.issues:
+        name = plugins.plugin_of_path(issue.location.path)
+        if name and issue.location.path not in files.setdefault(name, []):
+            files[name].append(issue.location.path)
+    return [f"plugin '{name}' contributed the invalid file(s) {', '.join(paths)}; fix them or turn the "
+            f"plugin off (CRM_DISABLED_PLUGINS={name})" for name, paths in files.items()]
+
+
+def init_app(app: Flask, registry: Registry, plugins: Plugins | None = None) -> None:
+    """Build tables, migrate, register screens and APIs (and the plugins' views) on ``app``."""
+    plugins = plugins if plugins is not None else load_plugins(app.config)
+    from crm_meta.web.dashboard import DashboardView
+
     db = SQLA()
     db.init_app(app)
     csrf = CSRFProtect(app)
     with app.app_context():
-        appbuilder = AppBuilder(update_perms=False)
+        appbuilder = AppBuilder(update_perms=False, indexview=DashboardView)
         appbuilder.init_app(app, db.session)
         models = build_models(registry, User)
-        app.extensions["crm"] = Build(models, db)
+        models.plugins = plugins
+        build = app.extensions["crm"] = Build(models, db)
         from crm_meta.services.schema_sync import sync_schema
 
         sync_schema(db.engine, models)
         _register(appbuilder, models)
+        plugins.register_views(appbuilder, build)
         from crm_meta.web.permissions import sync_permissions
 
         sync_permissions(db.session, appbuilder, app.config["AUTH_ROLE_ADMIN"], models.system["state"])

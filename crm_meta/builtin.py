@@ -1,0 +1,39 @@
+"""Built-in behaviour registered through the plugin hooks like any plugin (disable: CRM_DISABLED_PLUGINS)."""
+from __future__ import annotations
+
+from typing import Any
+
+from markupsafe import escape
+from sqlalchemy import func, select
+
+from crm_meta.plugins import Widget, hookimpl
+from crm_meta.services.records import COUNT_CAP
+
+
+def render_record_counts(build: Any, actor: Any) -> str:
+    """How many records of each entity there are (capped), for the entities the user may read."""
+    from flask import current_app, url_for
+
+    sm = current_app.appbuilder.sm
+    rows = []
+    for entity in build.registry.entities:
+        if not sm.has_access("can_read", entity.name):
+            continue
+        model = build.models.model(entity.name)
+        inner = select(model.id).limit(COUNT_CAP + 1).subquery()
+        n = build.db.session.execute(select(func.count()).select_from(inner)).scalar_one()
+        shown = f"{COUNT_CAP:,}+" if n > COUNT_CAP else f"{n:,}"
+        view = next((v for v in current_app.appbuilder.baseviews
+                     if getattr(v, "entity", None) is not None and v.entity.name == entity.name
+                     and hasattr(v, "list")), None)
+        href = url_for(f"{type(view).__name__}.list") if view else "#"
+        rows.append(f'<tr><td><a href="{escape(href)}">{escape(entity.label.get(actor.lang))}</a></td>'
+                    f'<td class="text-right">{escape(shown)}</td></tr>')
+    if not rows:
+        return ""
+    return '<table class="table table-condensed crm-record-counts">' + "".join(rows) + "</table>"
+
+
+@hookimpl
+def crm_dashboard_widgets():
+    return [Widget("record_counts", {"zh": "记录数", "en": "Records"}, render_record_counts, order=0)]
