@@ -212,3 +212,17 @@ def test_list_arguments_are_checked(api):
     assert api.get("/api/v1/customer/?q=((((").status_code == 400
     assert api.get("/api/v1/customer/?q=(order_column:no_such_column)").status_code == 400
     assert api.get("/api/v1/customer/?q=(filters:!((col:name,opr:ct,value:x)))").status_code == 200
+
+
+def test_show_page_reads_like_a_record_not_like_python(app, client, api):
+    with app.app_context():
+        sm = app.appbuilder.sm
+        owner = sm.add_user("wangfang", "芳", "王", "wf@example.com", sm.find_role("admin"), "Pw-12345678")
+    resp = api.post("/api/v1/customer/", json={
+        "name": "展示页客户", "industry": "retail", "contact_name": "孙八", "contact_phone": "13500000000",
+        "annual_revenue": 1234567.5, "owner": owner.id})
+    html = client.get(f"/customer/show/{resp.json['id']}").get_data(as_text=True)
+    assert "None" not in html.split("<body")[1]
+    assert "王芳" in html  # family name first
+    assert "1,234,567.50" in html
+    assert resp.json["result"]["customer_no"] in html

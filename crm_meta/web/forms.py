@@ -42,6 +42,16 @@ def enum_choices(field: Field, *, blank: bool = True):
     return choices
 
 
+def user_name(user) -> str:
+    """Chinese names read family name first (王芳); others first name first."""
+    if user is None:
+        return ""
+    first, last = user.first_name or "", user.last_name or ""
+    if any("\u4e00" <= ch <= "\u9fff" for ch in first + last):
+        return f"{last}{first}"
+    return f"{first} {last}".strip() or user.username
+
+
 def user_choices() -> list[tuple[str, str]]:
     from flask_appbuilder.security.sqla.models import User
     from sqlalchemy import select
@@ -50,7 +60,7 @@ def user_choices() -> list[tuple[str, str]]:
         select(User.id, User.first_name, User.last_name, User.username)
         .where(User.active.is_(True)).order_by(User.username)
     )
-    return [("", "")] + [(str(r.id), f"{r.last_name}{r.first_name} ({r.username})") for r in rows]
+    return [("", "")] + [(str(r.id), f"{user_name(r)} ({r.username})") for r in rows]
 
 
 class LookupWidget:

@@ -13,7 +13,7 @@ from crm_meta.errors import RecordError, RecordNotFound, ValidationFailed
 from crm_meta.metadata.model import Entity, Field
 from crm_meta.web import context
 from crm_meta.web.datamodel import EntityInterface
-from crm_meta.web.forms import build_form, enum_choices, form_values, record_values
+from crm_meta.web.forms import build_form, enum_choices, form_values, record_values, user_name
 from crm_meta.web.i18n import current_lang, lazy, t
 
 PERMISSIONS = ("can_read", "can_create", "can_update", "can_delete")
@@ -34,8 +34,18 @@ def display_column(f: Field) -> str:
     return f.name if (f.is_fk or f.is_multi) else f.column
 
 
+def _blank(fn):
+    return lambda v: "" if v is None else fn(v)
+
+
 def formatter(f: Field):
-    """Turn stored codes into labels of the current language."""
+    """Turn stored values into what people read: labels for codes, names for users, no 'None'."""
+    if f.storage == "fk_user":
+        return user_name
+    if f.storage == "decimal":
+        return _blank(lambda v: f"{v:,.{f.scale if f.scale is not None else 2}f}")
+    if f.storage in ("string", "text", "integer", "fk_entity"):
+        return _blank(str)
     if f.storage == "code":
         return lambda code: context.dictionaries().label(f.dictionary, code, current_lang())
     if f.is_multi:
@@ -174,7 +184,10 @@ def make_view(entity: Entity, models) -> type[EntityModelView]:
     show_sections = [(lazy(s.label), {"fields": [display_column(entity.field(n)) for n in s.fields]})
                      for s in entity.form]
     system = [display_column(entity.field(n)) for n in ("created_at", "created_by", "updated_at", "updated_by")]
-    show_sections.insert(0, (lazy_record(), {"fields": record_info + system}))
+    if record_info and show_sections:
+        label, spec = show_sections[0]
+        show_sections[0] = (label, {"fields": record_info + spec["fields"]})
+    show_sections.append((lazy_record(), {"fields": system}))
     columns = {display_column(f): lazy(f.label) for f in fields}
     filters = [n for n in entity.search_fields] + [
         n for n in entity.filter_fields
