@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import login
+from support import login
 
 ROOT = Path(__file__).resolve().parent.parent
 FLASK = [sys.executable, "-m", "flask", "--app", "app", "crm"]
@@ -63,7 +63,7 @@ def test_a_new_field_in_yaml_becomes_a_column_on_restart_and_a_removed_one_is_re
     schemas = _copy_schemas(tmp_path)
     app = make_app(schemas)
     client = app.test_client()
-    from conftest import ADMIN_PASSWORD, Api
+    from support import ADMIN_PASSWORD, Api
 
     def api_for(a):
         c = a.test_client()

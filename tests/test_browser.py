@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from conftest import ADMIN_PASSWORD
+from support import ADMIN_PASSWORD
 
 pytestmark = [
     pytest.mark.browser,

@@ -5,7 +5,7 @@ import re
 from datetime import date
 
 import pytest
-from conftest import csrf_token
+from support import csrf_token
 from factories import api_record, form_record
 
 from crm_meta.schema import load_registry

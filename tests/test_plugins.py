@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import csrf_token, login
+from support import csrf_token, login
 from sqlalchemy import func, select, text
 
 from crm_meta import hookimpl

@@ -4,7 +4,6 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from crm_meta.db import migrate
 from crm_meta.db.tables import ModelSet
 from crm_meta.services.dictionaries import sync_from_registry
 
@@ -19,7 +18,7 @@ def _stored_digest(engine: Engine, models: ModelSet) -> str | None:
         return conn.execute(select(state.c.value).where(state.c.key == STATE_KEY)).scalar()
 
 
-def sync_schema(engine: Engine, models: ModelSet) -> list[migrate.Change]:
+def sync_schema(engine: Engine, models: ModelSet) -> list:
     """Apply safe changes and refresh dictionary items when the dictionary changed since last start.
 
     Runs under a lock (PostgreSQL advisory lock; SQLite's write lock via BEGIN IMMEDIATE) so that
@@ -28,6 +27,8 @@ def sync_schema(engine: Engine, models: ModelSet) -> list[migrate.Change]:
     digest = models.registry.digest
     if _stored_digest(engine, models) == digest:
         return []
+    from crm_meta.db import migrate  # Alembic is imported only when there is something to do
+
     state = models.system["state"]
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":

@@ -66,6 +66,9 @@ class EntityModelView(ModelView):
     entity: Entity
     list_template = "crm/list.html"
     page_size = 25
+    # Only the routes that go through the records service: FAB's bulk-action routes load rows
+    # without row filters and its download route serves files; neither is offered.
+    include_route_methods = {"list", "show", "add", "edit", "delete"}
 
     # list --------------------------------------------------------------------------------------
     def _get_list_widget(self, filters, actions=None, order_column="", order_direction="",
