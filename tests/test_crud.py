@@ -226,3 +226,15 @@ def test_show_page_reads_like_a_record_not_like_python(app, client, api):
     assert "王芳" in html  # family name first
     assert "1,234,567.50" in html
     assert resp.json["result"]["customer_no"] in html
+
+
+def test_info_describes_fields_without_dumping_related_rows(app, api):
+    info = api.get("/api/v1/customer/_info")
+    assert info.status_code == 200
+    fields = {f["name"]: f for f in info.json["fields"]}
+    assert fields["industry"]["choices"][0] == {"code": "internet", "label": "IT/互联网"}
+    assert fields["customer_no"]["readonly"] and fields["name"]["required"]
+    assert "can_create" in info.json["permissions"]
+    assert "owner" in fields and "choices" not in fields["owner"]  # no list of every user
+    english = api.get("/api/v1/follow_up/_info", headers={"Accept-Language": "en"}).json
+    assert {f["name"]: f for f in english["fields"]}["customer"]["entity"] == "customer"

@@ -13,6 +13,7 @@ from crm_meta.errors import RecordError, RecordNotFound, ValidationFailed, Versi
 from crm_meta.metadata.model import Entity
 from crm_meta.web import context
 from crm_meta.web.datamodel import EntityInterface
+from crm_meta.web.i18n import current_lang
 from crm_meta.web.rison import rison
 from crm_meta.web.schemas import build_schemas
 from crm_meta.web.views import METHOD_PERMISSIONS, PERMISSIONS, class_name, display_column
@@ -207,6 +208,45 @@ class EntityApi(ModelRestApi):
             428: {description: The request did not say which version it read}
         """
         return self.put_headless(pk)
+
+    @expose("/_info", methods=["GET"])
+    @protect()
+    @safe
+    @permission_name("info")
+    def info(self, **kwargs):
+        """What a client needs to build a form: fields, labels, choices and the caller's rights
+        ---
+        get:
+          responses:
+            200:
+              description: Field metadata of this entity
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    properties:
+                      fields: {type: array, items: {type: object}}
+                      permissions: {type: array, items: {type: string}}
+            401: {$ref: '#/components/responses/401'}
+        """
+        lang = current_lang()
+        dicts = context.dictionaries()
+        fields = []
+        for f in self.entity.fields:
+            item = {"name": f.name, "label": f.label.get(lang), "type": f.type, "required": f.required,
+                    "readonly": not f.editable}
+            if f.dictionary:
+                item["dictionary"] = f.dictionary
+                item["choices"] = [{"code": i.code, "label": i.label.get(lang)}
+                                   for i in dicts.items(f.dictionary, group=f.group)]
+            if f.storage == "fk_entity":
+                item["entity"] = f.entity  # choose values through GET /api/v1/<entity>/?search=…
+            if f.max_length:
+                item["max_length"] = f.max_length
+            fields.append(item)
+        sm = self.appbuilder.sm
+        allowed = [p for p in self.base_permissions if sm.has_access(p, self.class_permission_name)]
+        return self.response(200, fields=fields, permissions=allowed)
 
     @expose("/", methods=["POST"])
     @protect()
