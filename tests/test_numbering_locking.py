@@ -69,7 +69,8 @@ def test_sequence_widens_past_its_digits_and_restarts_daily(app):
     assert numbering.render("G{YY}-{MM}/{seq:4}", datetime(2024, 5, 1), 12345) == "G24-05/12345"
 
 
-def test_second_of_two_concurrent_edits_gets_a_conflict(app):
+def _saved_customer(app):
+    """(models, engine, admin id, id of a freshly saved customer)."""
     models = app.extensions["crm"].models
     uid = _admin_id(app)
     with app.app_context():
@@ -77,6 +78,11 @@ def test_second_of_two_concurrent_edits_gets_a_conflict(app):
     with Session(engine) as s:
         rid = RecordService(s, models, "customer", Actor(uid)).create(dict(CUSTOMER)).id
         s.commit()
+    return models, engine, uid, rid
+
+
+def test_second_of_two_concurrent_edits_gets_a_conflict(app):
+    models, engine, uid, rid = _saved_customer(app)
     with Session(engine) as alice, Session(engine) as bob:
         a = RecordService(alice, models, "customer", Actor(uid, "en"))
         b = RecordService(bob, models, "customer", Actor(uid, "en"))
@@ -96,13 +102,7 @@ def test_second_of_two_concurrent_edits_gets_a_conflict(app):
 
 def test_flush_level_race_is_caught_too(app):
     """Both sessions passed the version check; the database-level version guard still refuses one."""
-    models = app.extensions["crm"].models
-    uid = _admin_id(app)
-    with app.app_context():
-        engine = app.extensions["crm"].db.engine
-    with Session(engine) as s:
-        rid = RecordService(s, models, "customer", Actor(uid)).create(dict(CUSTOMER)).id
-        s.commit()
+    models, engine, uid, rid = _saved_customer(app)
     with Session(engine) as alice, Session(engine) as bob:
         b_obj = bob.get(models.model("customer"), rid)  # bob opens version 1
         a_obj = alice.get(models.model("customer"), rid)

@@ -12,7 +12,7 @@ from flask_appbuilder.security.decorators import permission_name, protect
 from crm_meta.errors import RecordError, RecordNotFound, ValidationFailed, VersionConflict
 from crm_meta.metadata.model import Entity
 from crm_meta.web import context
-from crm_meta.web.datamodel import EntityInterface
+from crm_meta.web.datamodel import entity_interface
 from crm_meta.web.i18n import current_lang
 from crm_meta.web.rison import rison
 from crm_meta.web.schemas import build_schemas
@@ -288,8 +288,7 @@ def make_api(entity: Entity, models) -> type[EntityApi]:
     attrs = {
         "entity": entity,
         "resource_name": entity.name,
-        "datamodel": EntityInterface(models.model(entity.name),
-                                     search_columns=tuple(entity.field(n).column for n in entity.search_fields)),
+        "datamodel": entity_interface(entity, models),
         "class_permission_name": entity.name,
         "method_permission_name": METHOD_PERMISSIONS,
         "base_permissions": list(PERMISSIONS),

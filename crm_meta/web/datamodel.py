@@ -37,3 +37,9 @@ class EntityInterface(SQLAInterface):
         query = self.apply_all(query, filters, order_column, order_direction, page, page_size,
                                select_columns, outer_default_load)
         return count, query.all()
+
+
+def entity_interface(entity, models) -> EntityInterface:
+    """The datamodel of one entity, searching its declared search fields (screens, API, lookups)."""
+    return EntityInterface(models.model(entity.name),
+                           search_columns=tuple(entity.field(n).column for n in entity.search_fields))

@@ -29,7 +29,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
 from crm_meta.metadata.fieldtypes import EMAIL_PATTERN, PHONE_PATTERN, URL_PATTERN
-from crm_meta.metadata.model import Entity, Field
+from crm_meta.metadata.model import Entity, Field, Label
 from crm_meta.web import context
 from crm_meta.web.i18n import current_lang, lazy, t
 
@@ -108,8 +108,6 @@ def _validators(f: Field) -> list:
         out.append(NumberRange(min=f.min, max=f.max))
     return out
 
-
-from crm_meta.metadata.model import Label  # noqa: E402
 
 _TYPE_MESSAGES = {
     "phone": Label("不是有效的电话号码", "Not a valid phone number"),

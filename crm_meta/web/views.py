@@ -10,12 +10,13 @@ from wtforms import SelectField
 from flask_appbuilder.fieldwidgets import Select2Widget
 
 from crm_meta.errors import RecordError, RecordNotFound, ValidationFailed
-from crm_meta.metadata.model import Entity, Field
+from crm_meta.metadata.model import Entity, Field, Label
 from crm_meta.web import context
-from crm_meta.web.datamodel import EntityInterface
+from crm_meta.web.datamodel import entity_interface
 from crm_meta.web.forms import build_form, enum_choices, form_values, record_values, user_name
 from crm_meta.web.i18n import current_lang, lazy, t
 
+RECORD_SECTION = Label("记录信息", "Record")
 PERMISSIONS = ("can_read", "can_create", "can_update", "can_delete")
 METHOD_PERMISSIONS = {
     "list": "read", "show": "read", "get": "read", "get_list": "read", "info": "read", "lookup": "read",
@@ -190,7 +191,7 @@ def make_view(entity: Entity, models) -> type[EntityModelView]:
     if record_info and show_sections:
         label, spec = show_sections[0]
         show_sections[0] = (label, {"fields": record_info + spec["fields"]})
-    show_sections.append((lazy_record(), {"fields": system}))
+    show_sections.append((lazy(RECORD_SECTION), {"fields": system}))
     columns = {display_column(f): lazy(f.label) for f in fields}
     filters = [n for n in entity.search_fields] + [
         n for n in entity.filter_fields
@@ -201,8 +202,7 @@ def make_view(entity: Entity, models) -> type[EntityModelView]:
     attrs: dict[str, Any] = {
         "entity": entity,
         "route_base": f"/{entity.name}",
-        "datamodel": EntityInterface(models.model(entity.name),
-                                     search_columns=tuple(entity.field(n).column for n in entity.search_fields)),
+        "datamodel": entity_interface(entity, models),
         "class_permission_name": entity.name,
         "method_permission_name": METHOD_PERMISSIONS,
         "base_permissions": list(PERMISSIONS),
@@ -226,9 +226,6 @@ def make_view(entity: Entity, models) -> type[EntityModelView]:
     return type(class_name(entity, "View"), (EntityModelView,), attrs)
 
 
-def lazy_record():
-    from crm_meta.metadata.model import Label
-    return lazy(Label("记录信息", "Record"))
 
 
 class LookupView(BaseView):
@@ -252,13 +249,7 @@ class LookupView(BaseView):
             page = max(1, int(request.args.get("page", 1)))
         except ValueError:
             page = 1
-        term = (request.args.get("q") or "").strip()
-        cols = [getattr(model, ent.field(n).column) for n in ent.search_fields] or [model.id]
-        query = context.session().query(model)
-        if term:
-            from sqlalchemy import or_
-            from crm_meta.web.datamodel import _like
-            query = query.filter(or_(*[c.ilike(_like(term), escape="\\") for c in cols]))
+        query = entity_interface(ent, models).text_search(context.session().query(model), request.args.get("q"))
         title = getattr(model, ent.field(ent.title).column) if ent.title else model.id
         rows = query.order_by(title, model.id).offset((page - 1) * 20).limit(21).all()
         return jsonify({"results": [{"id": r.id, "text": str(r)} for r in rows[:20]],
