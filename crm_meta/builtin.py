@@ -34,6 +34,16 @@ def render_record_counts(build: Any, actor: Any) -> str:
     return '<table class="table table-condensed crm-record-counts">' + "".join(rows) + "</table>"
 
 
+def render_security_alerts(build: Any, actor: Any) -> str:
+    """Open alerts and the latest ones (crm_meta/web/audit_views.py); for those who may see alerts."""
+    from crm_meta.web.audit_views import render_alerts_widget
+
+    return render_alerts_widget(build, actor)
+
+
 @hookimpl
 def crm_dashboard_widgets():
-    return [Widget("record_counts", {"zh": "记录数", "en": "Records"}, render_record_counts, order=0)]
+    return [Widget("record_counts", {"zh": "记录数", "en": "Records"}, render_record_counts, order=0),
+            # entity="alerts": the dashboard asks can_read on the alerts screen, so only its users see the box
+            Widget("security_alerts", {"zh": "安全告警", "en": "Security alerts"}, render_security_alerts,
+                   entity="alerts", order=1)]

@@ -136,15 +136,59 @@ def init(demo: bool, customers: int) -> None:
 @click.option("--role", default="admin", show_default=True)
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 @click.option("--email", default=None)
-def create_user(username: str, role: str, password: str, email: str | None) -> None:
-    """Add a user with one role."""
+@click.option("--department", default=None, help="Department code (the `department` dictionary).")
+@click.option("--manager", is_flag=True, help="The user manages that department.")
+def create_user(username: str, role: str, password: str, email: str | None, department: str | None,
+                manager: bool) -> None:
+    """Add a user with one role (the password must pass the password policy)."""
+    from crm_meta.web.auth import password_message, password_problems
+
+    problems = password_problems(password, username)
+    if problems:
+        click.echo(f"password refused: {password_message(problems)}", err=True)
+        sys.exit(1)
     sm = current_app.appbuilder.sm
     found = sm.find_role(role)
     if found is None:
         raise click.ClickException(f"no role named {role!r}")
-    if not sm.add_user(username, username, "", email or f"{username}@crm.invalid", found, password):
+    b = current_app.extensions["crm"]
+    if department is not None:
+        from crm_meta.metadata.model import DEPARTMENT_DICTIONARY
+
+        dictionary = b.registry.dictionary(DEPARTMENT_DICTIONARY) if b.registry.has_dictionary(
+            DEPARTMENT_DICTIONARY) else None
+        if dictionary is None or dictionary.item(department) is None:
+            known = ", ".join(i.code for i in dictionary.items) if dictionary else "none"
+            raise click.ClickException(f"unknown department {department!r} (known: {known})")
+    user = sm.add_user(username, username, "", email or f"{username}@crm.invalid", found, password)
+    if not user:
         raise click.ClickException("could not create the user (is the name or email taken?)")
-    click.echo(f"user {username} created with role {role}")
+    if department is not None:
+        from crm_meta.services.members import set_member
+
+        set_member(b.db.session, b.registry, b.models.system["member"], user.id, department, manager)
+        b.db.session.commit()
+    click.echo(f"user {username} created with role {role}" + (f" in {department}" if department else ""))
+
+
+@crm.command("member")
+@click.argument("username")
+@click.argument("department")
+@click.option("--manager", is_flag=True, help="The user manages that department.")
+def member_command(username: str, department: str, manager: bool) -> None:
+    """Put a user in a department (a code of the `department` dictionary)."""
+    from crm_meta.services.members import UnknownDepartment, set_member
+
+    user = current_app.appbuilder.sm.find_user(username=username)
+    if user is None:
+        raise click.ClickException(f"no user named {username!r}")
+    b = current_app.extensions["crm"]
+    try:
+        set_member(b.db.session, b.registry, b.models.system["member"], user.id, department, manager)
+    except UnknownDepartment as exc:
+        raise click.ClickException(str(exc)) from None
+    b.db.session.commit()
+    click.echo(f"{username} is now in {department}" + (" as its manager" if manager else ""))
 
 
 @crm.command("plugins", with_appcontext=False)

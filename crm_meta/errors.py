@@ -76,6 +76,12 @@ class RecordNotFound(RecordError):
     status = 404
 
 
+class PermissionDenied(RecordError):
+    """The access policy does not allow the action (on a record the user may see)."""
+
+    status = 403
+
+
 class HookRefused(RecordError):
     """Raised by a plugin's ``crm_before_*`` hook to refuse a change; ``message`` is shown to the user.
 

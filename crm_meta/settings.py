@@ -10,6 +10,14 @@ from flask import Flask
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+
+def _password_policy(password: str) -> None:
+    """FAB_PASSWORD_COMPLEXITY_VALIDATOR (imported lazily: `crm check` reads this file without Flask-AppBuilder)."""
+    from crm_meta.web.auth import fab_password_validator
+
+    fab_password_validator(password)
+
+
 DEFAULTS: dict[str, Any] = {
     "APP_NAME": "crm_meta CRM",
     "CRM_SCHEMA_PATH": str(PROJECT_ROOT / "schemas"),
@@ -25,9 +33,24 @@ DEFAULTS: dict[str, Any] = {
     "WTF_CSRF_TIME_LIMIT": None,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
+    # Set SESSION_COOKIE_SECURE / REMEMBER_COOKIE_SECURE to True in instance/config.py behind HTTPS.
+    "REMEMBER_COOKIE_HTTPONLY": True,
+    "REMEMBER_COOKIE_SAMESITE": "Lax",
+    # Passwords set on FAB's user screens and by `crm create-user` (crm_meta/web/auth.py): at least
+    # 10 characters, letters and digits, not containing the username.
+    "FAB_PASSWORD_COMPLEXITY_ENABLED": True,
+    "FAB_PASSWORD_COMPLEXITY_VALIDATOR": _password_policy,
+    # Sign-in protection (crm_meta/web/auth.py): an account is locked after this many failed attempts
+    # within this many minutes; failed attempts per client address are rate-limited (Flask-Limiter,
+    # per worker process with the memory storage). FAB's AUTH_RATE_LIMITED stays off: it would count
+    # successful sign-ins too, and a whole office often signs in from one address.
+    "CRM_LOGIN_MAX_FAILURES": 5,
+    "CRM_LOGIN_LOCK_MINUTES": 10,
+    "CRM_LOGIN_RATE_LIMIT": "20 per 10 minute",
+    "RATELIMIT_STORAGE_URI": "memory://",
     "SQLALCHEMY_TRACK_MODIFICATIONS": False,
     "FAB_API_MAX_PAGE_SIZE": 100,
-    "RATELIMIT_ENABLED": False,
+    "RATELIMIT_ENABLED": True,
     # Plugins (crm_meta/plugins.py): only these when set (comma list); never these; where bundled ones live.
     "CRM_PLUGINS": None,
     "CRM_DISABLED_PLUGINS": None,

@@ -1,6 +1,7 @@
 """Start-up: the dictionary check, refusing bad dictionaries, additive migration, OpenAPI, menus."""
 from __future__ import annotations
 
+import re
 import os
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ def _run(args, env_extra, tmp_path):
 def test_crm_check_passes_on_the_default_dictionary(tmp_path):
     result = _run(["check"], {}, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "ok: 6 entities" in result.stdout
+    assert re.search(r"^ok: \d+ entities", result.stdout)
 
 
 def test_crm_check_reports_every_error_with_its_place(tmp_path):
@@ -129,7 +130,8 @@ def test_permissions_sync_only_when_something_changed(app):
 
     with app.app_context():
         b = app.extensions["crm"]
-        assert sync_permissions(b.db.session, app.appbuilder, "admin", b.models.system["state"]) is False
+        assert sync_permissions(b.db.session, app.appbuilder, "admin", b.models.system["state"],
+                                b.registry) is False
         admin = app.appbuilder.sm.find_role("admin")
         names = {(p.permission.name, p.view_menu.name) for p in admin.permissions}
     for entity in app.extensions["crm"].registry.entities:

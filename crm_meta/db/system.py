@@ -6,6 +6,8 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    DateTime,
+    Index,
     Integer,
     MetaData,
     String,
@@ -14,7 +16,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SYSTEM_TABLES = ("crm_dict_item", "crm_sequence", "crm_schema_state")
+SYSTEM_TABLES = ("crm_dict_item", "crm_sequence", "crm_schema_state", "crm_member", "crm_audit", "crm_alert",
+                 "crm_change_request")
 
 
 def define_system_tables(metadata: MetaData) -> dict[str, Table]:
@@ -43,4 +46,82 @@ def define_system_tables(metadata: MetaData) -> dict[str, Table]:
         Column("key", String(64), primary_key=True),
         Column("value", Text, nullable=False),
     )
-    return {"dict_item": dict_item, "sequence": sequence, "state": state}
+    # Which department a user belongs to (a code of the `department` dictionary) and whether they manage it.
+    member = Table(
+        "crm_member", metadata,
+        Column("user_id", Integer, primary_key=True, autoincrement=False),
+        Column("department", String(64), nullable=False, index=True),
+        Column("is_manager", Boolean, nullable=False, default=False),
+    )
+    audit, alert = define_audit_tables(metadata)
+    return {"dict_item": dict_item, "sequence": sequence, "state": state, "member": member,
+            "audit": audit, "alert": alert, "change_request": define_change_request_table(metadata)}
+
+
+def define_audit_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The audit trail (append-only: crm_meta.services.audit installs triggers refusing UPDATE/DELETE)
+    and the alerts raised from it (acknowledging one is a change on crm_alert, never on crm_audit).
+
+    No foreign key to ab_user on purpose: an entry outlives the account it names, and a
+    ``SET NULL`` cascade would be an update of the trail.
+    """
+    audit = Table(
+        "crm_audit", metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("at", DateTime, nullable=False),  # naive UTC
+        Column("user_id", Integer),
+        Column("username", String(256)),  # for login_failed: the name that was tried
+        Column("ip", String(64)),
+        Column("request_id", String(64)),
+        Column("action", String(32), nullable=False),
+        Column("entity", String(64)),
+        Column("record_id", BigInteger),
+        Column("field", String(64)),
+        Column("old_value", Text),  # raw values: the one place unmasked values are kept
+        Column("new_value", Text),
+        Column("quantity", Integer, nullable=False, default=1),  # e.g. records exported
+        Column("detail", JSON),
+        Index("ix_crm_audit_entity_record", "entity", "record_id"),
+        Index("ix_crm_audit_user_at", "user_id", "at"),
+        Index("ix_crm_audit_action_at", "action", "at"),
+    )
+    alert = Table(
+        "crm_alert", metadata,
+        Column("id", Integer, primary_key=True),
+        Column("rule", String(64), nullable=False),
+        Column("subject", String(256), nullable=False),  # the username (or attempted account)
+        Column("user_id", Integer),
+        Column("hits", Integer, nullable=False),
+        Column("threshold", Integer, nullable=False),
+        Column("window_minutes", Integer, nullable=False),
+        Column("first_at", DateTime, nullable=False),
+        Column("last_at", DateTime, nullable=False),
+        Column("created_at", DateTime, nullable=False),
+        Column("status", String(16), nullable=False, default="open"),
+        Column("acknowledged_by_id", Integer),
+        Column("acknowledged_by", String(256)),
+        Column("acknowledged_at", DateTime),
+        Index("ix_crm_alert_status_created", "status", "created_at"),
+        Index("ix_crm_alert_rule_subject", "rule", "subject"),
+    )
+    return audit, alert
+
+
+def define_change_request_table(metadata: MetaData) -> Table:
+    """Pending changes of key fields (approvals): old → new values, who asked and why, the decision."""
+    return Table(
+        "crm_change_request", metadata,
+        Column("id", Integer, primary_key=True),
+        Column("entity", String(64), nullable=False),
+        Column("record_id", BigInteger, nullable=False),
+        Column("changes", JSON, nullable=False),  # {field: [old, new]} as stored values (JSON-safe)
+        Column("reason", Text),
+        Column("status", String(16), nullable=False, default="pending"),  # pending|approved|rejected
+        Column("requested_by_id", Integer, nullable=False),
+        Column("requested_at", DateTime, nullable=False),
+        Column("decided_by_id", Integer),
+        Column("decided_at", DateTime),
+        Column("comment", Text),
+        Index("ix_crm_change_request_record", "entity", "record_id", "status"),
+        Index("ix_crm_change_request_status", "status", "requested_at"),
+    )

@@ -16,7 +16,12 @@ from crm_meta.metadata.model import (
     FormSection,
     Label,
     Menu,
+    ACTIONS,
+    DEPARTMENT_DICTIONARY,
+    DEPARTMENT_FIELD,
+    Grant,
     Registry,
+    Role,
 )
 
 
@@ -26,6 +31,11 @@ def label(value: Any, fallback: str = "") -> Label:
     if isinstance(value, str):
         return Label(zh=value, en=value)
     return Label(zh=fallback, en=fallback)
+
+
+def _department_field() -> Field:
+    return Field(DEPARTMENT_FIELD, "enum", Label("所属部门", "Department"), dictionary=DEPARTMENT_DICTIONARY,
+                 indexed=True, system=True)
 
 
 def _system_fields() -> tuple[Field, ...]:
@@ -40,7 +50,7 @@ def _system_fields() -> tuple[Field, ...]:
 def build_field(name: str, body: dict, source: SourceLocation | None) -> Field:
     optional = {k: body[k] for k in ("required", "unique", "indexed", "readonly", "default", "length",
                                      "min_length", "min", "max", "precision", "scale", "pattern",
-                                     "dictionary", "group", "entity", "format") if k in body}
+                                     "dictionary", "group", "entity", "format", "mask", "needs_approval") if k in body}
     if body["type"] == "decimal":
         optional.setdefault("precision", 18)
         optional.setdefault("scale", 2)
@@ -61,7 +71,8 @@ def _section(s: dict) -> FormSection:
     return FormSection(label(s["label"]), tuple(s["fields"]))
 
 
-def build_entity(name: str, body: dict, locate, extensions: Iterable[tuple[dict, Any]] = ()) -> Entity:
+def build_entity(name: str, body: dict, locate, extensions: Iterable[tuple[dict, Any]] = (),
+                 departments: bool = False) -> Entity:
     """One entity; ``extensions`` are the ``extend:`` bodies for it (with their locate), in file order.
 
     Added fields come after the entity's own; their ``list``/``search``/``filters`` are appended to the
@@ -78,7 +89,10 @@ def build_entity(name: str, body: dict, locate, extensions: Iterable[tuple[dict,
         for key in extra:
             extra[key] += ext.get(key) or []
         extra_form += [_section(s) for s in ext.get("form") or ()]
-    fields = own + tuple(added) + _system_fields()
+    declared_fields = own + tuple(added)
+    owner = body.get("owner") or next((f.name for f in declared_fields if f.name == "owner" and f.type == "user"), None)
+    department = (_department_field(),) if owner and departments else ()
+    fields = declared_fields + department + _system_fields()
     sort = body.get("sort", "-created_at")
     form = tuple(_section(s) for s in body.get("form") or ())
     if not form:
@@ -102,6 +116,8 @@ def build_entity(name: str, body: dict, locate, extensions: Iterable[tuple[dict,
                             [f.name for f in own if f.kind.text_search][:3]) + tuple(extra["search"]),
         filter_fields=tuple(body.get("filters") or ()) + tuple(extra["filters"]),
         form=form,
+        owner_field=owner,
+        assignee_field=body.get("assignee"),
         source=locate(()),
     )
 
@@ -121,6 +137,17 @@ def build_dictionary(name: str, body: dict) -> Dictionary:
     return Dictionary(name, label(body["label"], name), tuple(sorted(items, key=lambda i: i.order)))
 
 
+def build_role(name: str, body: dict) -> Role:
+    grants = {}
+    for entity, g in (body.get("entities") or {}).items():
+        actions = set(g.get("actions") or ())
+        if "all" in actions:
+            actions = set(ACTIONS)
+        grants[entity] = Grant(frozenset(actions), g.get("scope", "own"), MappingProxyType(dict(g.get("fields") or {})))
+    return Role(name, label(body["label"], name), bool(body.get("superuser")), MappingProxyType(grants),
+                tuple(body.get("screens") or ()))
+
+
 def _json_default(value: Any) -> str:
     if isinstance(value, (date, datetime)):
         return value.isoformat()
@@ -137,7 +164,8 @@ def digest_of(documents: Iterable[Any]) -> str:
 
 def build_registry(files) -> Registry:
     """Merge validated files (LoadedFile) into a Registry."""
-    entities, dictionaries, menus, docs = [], [], [], []
+    entities, dictionaries, menus, roles, docs = [], [], [], [], []
+    departments = any(DEPARTMENT_DICTIONARY in ((f.data or {}).get("dictionaries") or {}) for f in files)
     extensions: dict[str, list[tuple[dict, Any]]] = {}
     for f in files:
         for name, body in ((f.data or {}).get("extend") or {}).items():
@@ -145,8 +173,9 @@ def build_registry(files) -> Registry:
     for f in files:
         data = f.data or {}
         doc = {k: data.get(k) for k in ("menus", "dictionaries", "entities")}
-        if data.get("extend"):
-            doc["extend"] = data["extend"]
+        for optional in ("extend", "roles"):  # absent keys leave older files' digests as they were
+            if data.get(optional):
+                doc[optional] = data[optional]
         docs.append(doc)
         for name, body in (data.get("menus") or {}).items():
             menus.append(Menu(name, label(body["label"], name), body.get("order", 0), body.get("icon")))
@@ -154,11 +183,14 @@ def build_registry(files) -> Registry:
             dictionaries.append(build_dictionary(name, body))
         for name, body in (data.get("entities") or {}).items():
             entities.append(build_entity(name, body, lambda p, f=f, n=name: f.locate(("entities", n) + p),
-                                         extensions.get(name, ())))
+                                         extensions.get(name, ()), departments))
+        for name, body in (data.get("roles") or {}).items():
+            roles.append(build_role(name, body))
     docs.sort(key=lambda d: json.dumps(d, sort_keys=True, default=_json_default))
     return Registry(
         entities=tuple(sorted(entities, key=lambda e: (e.menu or "", e.order, e.name))),
         dictionaries=tuple(sorted(dictionaries, key=lambda d: d.name)),
         menus=tuple(sorted(menus, key=lambda m: (m.order, m.name))),
         digest=digest_of(docs),
+        roles=tuple(sorted(roles, key=lambda r: r.name)),
     )

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-COMMON_KEYS = frozenset({"type", "label", "help", "required", "unique", "indexed", "readonly", "default"})
+COMMON_KEYS = frozenset({"type", "label", "help", "required", "unique", "indexed", "readonly", "default",
+                         "needs_approval"})
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,8 @@ def _t(name: str, storage: str, extra: set[str] = frozenset(), **kw) -> FieldTyp
 FIELD_TYPES: dict[str, FieldType] = {
     t.name: t
     for t in (
-        _t("string", "string", {"length", "min_length", "pattern", "message"}, text_search=True),
-        _t("text", "text", {"min_length"}, text_search=True, can_be_unique=False),
+        _t("string", "string", {"length", "min_length", "pattern", "message", "mask"}, text_search=True),
+        _t("text", "text", {"min_length", "mask"}, text_search=True, can_be_unique=False),
         _t("integer", "integer", {"min", "max"}),
         _t("decimal", "decimal", {"min", "max", "precision", "scale"}),
         _t("money", "decimal", {"min", "max"}),
@@ -37,8 +38,8 @@ FIELD_TYPES: dict[str, FieldType] = {
         _t("tags", "codes", {"dictionary", "group"}, can_be_unique=False),
         _t("reference", "fk_entity", {"entity"}),
         _t("user", "fk_user"),
-        _t("phone", "string", {"pattern", "message"}, text_search=True),
-        _t("email", "string", text_search=True),
+        _t("phone", "string", {"pattern", "message", "mask"}, text_search=True),
+        _t("email", "string", {"mask"}, text_search=True),
         _t("url", "string", text_search=True),
         _t("autonumber", "string", {"format"}, text_search=True),
     )

@@ -9,7 +9,11 @@ from crm_meta.errors import SourceLocation
 from crm_meta.metadata.fieldtypes import FIELD_TYPES, STRING_LENGTHS, FieldType
 
 SYSTEM_FIELDS = ("created_at", "created_by", "updated_at", "updated_by")
-RESERVED_FIELD_NAMES = frozenset({"id", "version", *SYSTEM_FIELDS})
+DEPARTMENT_FIELD = "department"  # system field of owned entities: the owner's department, stamped on save
+DEPARTMENT_DICTIONARY = "department"  # the dictionary holding the department tree (attrs.parent)
+RESERVED_FIELD_NAMES = frozenset({"id", "version", DEPARTMENT_FIELD, *SYSTEM_FIELDS})
+ACTIONS = ("read", "create", "update", "delete", "export", "import", "reveal", "approve")
+SCOPES = ("own", "department", "department_tree", "all")  # narrowest first
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class Field:
     group: str | None = None
     entity: str | None = None
     format: str | None = None
+    mask: str | None = None
+    needs_approval: bool = False
     system: bool = False
     source: SourceLocation | None = field(default=None, compare=False)
 
@@ -128,10 +134,17 @@ class Entity:
     search_fields: tuple[str, ...] = ()
     filter_fields: tuple[str, ...] = ()
     form: tuple[FormSection, ...] = ()
+    owner_field: str | None = None
+    assignee_field: str | None = None
     source: SourceLocation | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", MappingProxyType({f.name: f for f in self.fields}))
+
+    @property
+    def owned(self) -> bool:
+        """Records have an owner, so row scopes apply and the owner's department is stamped."""
+        return self.owner_field is not None
 
     def field(self, name: str) -> Field:
         return self._by_name[name]  # type: ignore[attr-defined]
@@ -162,6 +175,28 @@ class Menu:
 
 
 @dataclass(frozen=True)
+class Grant:
+    """What a role may do with one entity."""
+
+    actions: frozenset[str]
+    scope: str = "own"
+    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    label: Label
+    superuser: bool = False
+    grants: Mapping[str, Grant] = field(default_factory=lambda: MappingProxyType({}))
+    screens: tuple[str, ...] = ()
+
+    def grant(self, entity: str) -> Grant | None:
+        """The role's grant on ``entity`` (its own entry, else the ``*`` default, else None)."""
+        return self.grants.get(entity) or self.grants.get("*")
+
+
+@dataclass(frozen=True)
 class Registry:
     """A whole built data dictionary; ``digest`` changes whenever any declaration does."""
 
@@ -169,8 +204,10 @@ class Registry:
     dictionaries: tuple[Dictionary, ...]
     menus: tuple[Menu, ...]
     digest: str
+    roles: tuple[Role, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_roles", MappingProxyType({r.name: r for r in self.roles}))
         object.__setattr__(self, "_entities", MappingProxyType({e.name: e for e in self.entities}))
         object.__setattr__(self, "_dicts", MappingProxyType({d.name: d for d in self.dictionaries}))
         object.__setattr__(self, "_menus", MappingProxyType({m.name: m for m in self.menus}))
@@ -183,3 +220,9 @@ class Registry:
 
     def menu(self, name: str) -> Menu | None:
         return self._menus.get(name)  # type: ignore[attr-defined]
+
+    def role(self, name: str) -> Role | None:
+        return self._roles.get(name)  # type: ignore[attr-defined]
+
+    def has_dictionary(self, name: str) -> bool:
+        return name in self._dicts  # type: ignore[attr-defined]

@@ -15,8 +15,8 @@ from crm_meta.schema.loader import LoadedFile, one_line
 from crm_meta.schema.reserved import reserved_reason
 from crm_meta.schema.structure import IDENTIFIER, dotted, json_schema, structure_issues, suggest
 
-SECTIONS = ("menus", "dictionaries", "entities")
-SINGULAR = {"menus": "menu", "dictionaries": "dictionary", "entities": "entity"}
+SECTIONS = ("menus", "dictionaries", "entities", "roles")
+SINGULAR = {"menus": "menu", "dictionaries": "dictionary", "entities": "entity", "roles": "role"}
 
 __all__ = ["SECTIONS", "autonumber_problem", "json_schema", "meaning_issues", "structure_issues", "validate_files"]
 
@@ -96,9 +96,68 @@ class _Checker:
                 self.check_dictionary(f, name, body)
             elif section == "entities":
                 self.check_entity(f, name, body)
+            elif section == "roles":
+                self.check_role(f, name, body)
         for i, (name, f, body) in enumerate(self.decls.extensions):
             self.check_extension(i, f, name, body)
+        self.check_departments()
         return self.issues
+
+    def entity_fields(self, entity: str) -> dict | None:
+        """An entity's fields, its own and those extensions add (None when it cannot be told)."""
+        body = self.decls.first["entities"].get(entity, (None, None))[1]
+        if not isinstance(body, dict) or not isinstance(body.get("fields"), dict):
+            return None
+        fields = dict(body["fields"])
+        for name, _f, ext in self.decls.extensions:
+            if name == entity and isinstance(ext, dict) and isinstance(ext.get("fields"), dict):
+                fields.update({k: v for k, v in ext["fields"].items() if k not in fields})
+        return fields
+
+    def check_role(self, f: LoadedFile, name: str, body: Any) -> None:
+        if not isinstance(body, dict) or not isinstance(body.get("entities"), dict):
+            return
+        for entity, grant in body["entities"].items():
+            path = ("roles", name, "entities", entity)
+            if entity == "*" or not is_name(entity):
+                fields = None
+            elif self.decls.known("entities", entity) is False:
+                self.add(f, path, self.decls.unknown("entities", entity), key=True)
+                continue
+            else:
+                fields = self.entity_fields(entity)
+            rules = grant.get("fields") if isinstance(grant, dict) else None
+            for fname in rules if isinstance(rules, dict) else ():
+                if entity == "*" and is_name(fname):
+                    self.add(f, path + ("fields", fname), "field rules need a named entity, not '*'", key=True)
+                elif fields is not None and is_name(fname) and fname not in fields:
+                    self.add(f, path + ("fields", fname),
+                             f"entity '{entity}' has no field '{fname}'{suggest(fname, fields)}", key=True)
+
+    def check_departments(self) -> None:
+        """The department dictionary is a tree: each item's ``attrs.parent`` names another item, no cycles."""
+        found = self.decls.first["dictionaries"].get("department")
+        items = self.decls._items("department")
+        if not found or items is None:
+            return
+        f = found[0]
+        parents = {i.get("code"): (i.get("attrs") or {}).get("parent") for i in items
+                   if isinstance(i.get("code"), str) and isinstance(i.get("attrs") or {}, dict)}
+        for n, item in enumerate(items):
+            code = item.get("code")
+            parent = parents.get(code)
+            if parent is None:
+                continue
+            path = ("dictionaries", "department", "items", n, "attrs", "parent")
+            if parent not in parents:
+                self.add(f, path, f"unknown parent department '{parent}'{suggest(parent, parents)}")
+                continue
+            seen, at = {code}, parent
+            while at is not None and at not in seen:
+                seen.add(at)
+                at = parents.get(at)
+            if at == code:
+                self.add(f, path, f"department '{code}' is its own ancestor (the departments must form a tree)")
 
     def check_dictionary(self, f: LoadedFile, name: str, body: Any) -> None:
         items = body.get("items") if isinstance(body, dict) else None
@@ -131,6 +190,10 @@ class _Checker:
                 self.add(f, base + ("fields", fname) + rel, message, key=key)
         self.check_columns(f, base, fields)
         self.check_field_refs(f, base, body, fields)
+        for key in ("owner", "assignee"):
+            ref = self._field_ref(f, base + (key,), body.get(key), fields, system=False)
+            if ref and field_type(fields.get(ref)) and field_type(fields[ref]).name != "user":
+                self.add(f, base + (key,), f"the {key} field must be a user field, not {field_type(fields[ref]).name}")
         self.check_form(f, base, body, fields)
 
     def check_columns(self, f: LoadedFile, base: tuple, fields: dict, only: set | None = None) -> None:

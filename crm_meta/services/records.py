@@ -11,9 +11,19 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from crm_meta.db.tables import ModelSet, utcnow
-from crm_meta.errors import HookFailed, PluginError, RecordError, RecordNotFound, ValidationFailed, VersionConflict
-from crm_meta.metadata.model import Entity, Field
-from crm_meta.services import numbering
+from crm_meta.errors import (
+    HookFailed,
+    PermissionDenied,
+    PluginError,
+    RecordError,
+    RecordNotFound,
+    ValidationFailed,
+    VersionConflict,
+)
+from crm_meta.metadata.model import DEPARTMENT_FIELD, Entity, Field
+from crm_meta.services import approvals, audit, numbering
+from crm_meta.services.masking import looks_masked
+from crm_meta.services.policy import Policy, system_policy
 from crm_meta.services.dictionaries import Dictionaries
 from crm_meta.services.validation import Invalid, convert, message
 
@@ -22,10 +32,14 @@ COUNT_CAP = 10_000  # lists count at most this many rows and then say "10,000+"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting: the user's id (None for the system) and the language of messages."""
+    """Who is acting: the user's id (None for the system), the language of messages and, for a web
+    request, the username, client address and request id that the audit trail records."""
 
     user_id: int | None
     lang: str = "zh"
+    username: str | None = None
+    ip: str | None = None
+    request_id: str | None = None
 
 
 class RecordService:
@@ -34,10 +48,15 @@ class RecordService:
     Plugins' record hooks (``crm_before_*`` / ``crm_after_*``) fire here, in the caller's transaction;
     ``plugins`` defaults to the app's (``models.plugins``). A refusal or a failing hook rolls the
     session back and raises a ``RecordError`` (``HookRefused`` / ``HookFailed``).
+
+    ``policy`` is the access policy of the actor (default: the system's, which may do anything):
+    every read is limited to the rows it may see (others are "not found"), every write checks its
+    action, field rules, owner and references. Key-field changes by someone who may not approve
+    them become change requests (``pending`` lists their ids after ``update``).
     """
 
     def __init__(self, session: Session, models: ModelSet, entity: str, actor: Actor,
-                 dictionaries: Dictionaries | None = None, plugins: Any = None):
+                 dictionaries: Dictionaries | None = None, plugins: Any = None, policy: Policy | None = None):
         self.session = session
         self.models = models
         self.entity: Entity = models.registry.entity(entity)
@@ -45,6 +64,9 @@ class RecordService:
         self.actor = actor
         self._dicts = dictionaries
         self.plugins = plugins if plugins is not None else getattr(models, "plugins", None)
+        self.policy = policy or system_policy(models.registry, models.system.get("member"))
+        self.pending: list[int] = []  # change requests made by the last update
+        self.approving = False  # True while an approved change request is applied
 
     @property
     def dictionaries(self) -> Dictionaries:
@@ -58,10 +80,16 @@ class RecordService:
             record_id = int(record_id)
         except (TypeError, ValueError):
             raise RecordNotFound(self._msg_not_found()) from None
-        obj = self.session.get(self.model, record_id)
+        stmt = self.policy.scope(self.entity.name, select(self.model).where(self.model.id == record_id), self.model)
+        obj = self.session.execute(stmt).scalar_one_or_none()
         if obj is None:
             raise RecordNotFound(self._msg_not_found())
         return obj
+
+    def require(self, action: str) -> None:
+        """Refuse (403) unless the policy grants ``action`` on this entity."""
+        if not self.policy.can(self.entity.name, action):
+            raise PermissionDenied(self._t("您没有此操作的权限", "You are not allowed to do this"))
 
     def capped_count(self, stmt) -> tuple[int, bool]:
         """Count the rows of ``stmt`` up to COUNT_CAP; (count, capped)."""
@@ -71,6 +99,7 @@ class RecordService:
 
     # writes ----------------------------------------------------------------------------------
     def create(self, data: dict[str, Any]) -> Any:
+        self.require("create")
         values, errors = self._clean(data, obj=None)
         self._raise(errors)
         self._fire("crm_before_create", data=values)
@@ -80,6 +109,7 @@ class RecordService:
         now = utcnow()
         obj.created_at = obj.updated_at = now
         obj.created_by_id = obj.updated_by_id = self.actor.user_id
+        self._stamp_department(obj)
         for f in self.entity.fields:
             if f.type == "autonumber":
                 setattr(obj, f.name, numbering.next_number(
@@ -88,26 +118,45 @@ class RecordService:
         self.session.add(obj)
         self._flush(obj)
         self._fire("crm_after_create", record=obj)
+        audit.record_change(self.session, self.models.system, self.actor, "create", self.entity, obj.id,
+                            {f.name: (None, self._current(obj, f)) for f in self.entity.user_fields})
         return obj
 
-    def update(self, record_id: Any, data: dict[str, Any], expected_version: Any = None) -> Any:
+    def update(self, record_id: Any, data: dict[str, Any], expected_version: Any = None,
+               reason: str | None = None) -> Any:
+        self.pending = []
         obj = self.get(record_id)
+        self.require("update")
         self._check_version(obj, expected_version)
         values, errors = self._clean(data, obj=obj)
         self._raise(errors)
         changes = self._changes(obj, values)
+        key = {n: c for n, c in changes.items() if self.entity.field(n).needs_approval}
+        if key and not self.approving and not self.may_approve(obj):
+            for name in key:
+                values.pop(name)
+                changes.pop(name)
+            self.pending.append(approvals.request(self.session, self.models, self.entity, obj, key,
+                                                  self.actor, reason))
+            if not changes:
+                return obj
         self._fire("crm_before_update", record=obj, changes=changes)
         self._assign(obj, values)
+        if self.entity.owner_field in changes:
+            self._stamp_department(obj)
         obj.updated_at = utcnow()
         obj.updated_by_id = self.actor.user_id
         self._flush(obj)
         self._fire("crm_after_update", record=obj, changes=changes)
+        audit.record_change(self.session, self.models.system, self.actor, "update", self.entity, obj.id, changes)
         return obj
 
     def delete(self, record_id: Any, expected_version: Any = None) -> None:
         obj = self.get(record_id)
+        self.require("delete")
         self._check_version(obj, expected_version)
         self._fire("crm_before_delete", record=obj)
+        deleted_id = obj.id
         self.session.delete(obj)
         try:
             self.session.flush()
@@ -119,6 +168,21 @@ class RecordService:
             self.session.rollback()
             raise VersionConflict(self._msg_conflict()) from None
         self._fire("crm_after_delete", record=obj)
+        audit.record_change(self.session, self.models.system, self.actor, "delete", self.entity, deleted_id, None)
+
+    def may_approve(self, obj: Any) -> bool:
+        """Key-field changes of ``obj`` take effect at once for its owner and for approvers."""
+        if self.policy.can(self.entity.name, "approve"):
+            return True
+        owner = self.entity.owner_field
+        return owner is not None and self.actor.user_id is not None and \
+            getattr(obj, f"{owner}_id") == self.actor.user_id
+
+    def _stamp_department(self, obj: Any) -> None:
+        """Owned records carry their owner's department (what department scopes filter on)."""
+        if self.entity.owned and self.entity.has_field(DEPARTMENT_FIELD):
+            owner_id = getattr(obj, f"{self.entity.owner_field}_id")
+            setattr(obj, DEPARTMENT_FIELD, self.policy.department_of(self.session, owner_id))
 
     # plugin hooks ----------------------------------------------------------------------------
     def _fire(self, hook: str, **kwargs: Any) -> None:
@@ -187,13 +251,17 @@ class RecordService:
         lang = self.actor.lang
         errors: dict[str, list[str]] = {}
         values: dict[str, Any] = {}
+        access = self.policy.access(self.entity.name)
         for name, raw in data.items():
-            if not self.entity.has_field(name):
+            if not self.entity.has_field(name) or name in access.hidden:
                 errors.setdefault(name, []).append(message("unknown", lang))
                 continue
             f = self.entity.field(name)
             current = self._current(obj, f) if obj is not None else None
-            if not f.editable:
+            kind = access.masked.get(name)
+            if kind and obj is not None and looks_masked(kind, raw, current):
+                continue  # a masked value sent back unchanged: keep the real one
+            if not f.editable or name in access.readonly:
                 try:
                     same = obj is not None and convert(f, raw, self.dictionaries, old=current) == current
                 except Invalid:
@@ -206,7 +274,7 @@ class RecordService:
             except Invalid as exc:
                 errors.setdefault(name, []).append(message(exc.key, lang, **exc.kw))
         for f in self.entity.user_fields:
-            if not f.editable:
+            if not f.editable or f.name in access.hidden or f.name in access.readonly:
                 continue
             if obj is None and f.default is not None and (
                     f.name not in values or (f.required and values[f.name] in (None, []))):
@@ -219,13 +287,25 @@ class RecordService:
             f = self.entity.field(name)
             if value in (None, []) or name in errors:
                 continue
-            if f.storage == "fk_entity" and self.session.get(self.models.model(f.entity), value) is None:
+            unchanged = obj is not None and value == self._current(obj, f)
+            if f.storage == "fk_entity" and not unchanged and not self._visible(f.entity, value):
                 errors.setdefault(name, []).append(message("missing", lang))
-            elif f.storage == "fk_user" and not self._user_exists(value):
+            elif f.storage == "fk_user" and not unchanged and not self._user_exists(value):
                 errors.setdefault(name, []).append(message("missing", lang))
+            elif name in (self.entity.owner_field, self.entity.assignee_field) and not unchanged and \
+                    not self.policy.may_assign(self.session, self.entity.name, value):
+                errors.setdefault(name, []).append(self._t("不能把记录交给此用户（超出您的权限范围）",
+                                                           "You cannot give the record to this user "
+                                                           "(outside your scope)"))
             elif f.unique and self._taken(f, value, obj):
                 errors.setdefault(name, []).append(message("unique", lang))
         return values, errors
+
+    def _visible(self, entity: str, record_id: Any) -> bool:
+        """A reference must point at a record the user may see (not merely one that exists)."""
+        model = self.models.model(entity)
+        stmt = self.policy.scope(entity, select(model.id).where(model.id == record_id), model)
+        return self.session.execute(stmt).first() is not None
 
     def _user_exists(self, user_id: int) -> bool:
         user_model = self.model.__mapper__.relationships["created_by"].mapper.class_

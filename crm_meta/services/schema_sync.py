@@ -18,13 +18,25 @@ def _stored_digest(engine: Engine, models: ModelSet) -> str | None:
         return conn.execute(select(state.c.value).where(state.c.key == STATE_KEY)).scalar()
 
 
+def system_digest(models: ModelSet) -> str:
+    """A short hash of the engine's own tables, so that a release adding one migrates on next start."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(models.system):
+        table = models.system[name]
+        for col in table.columns:
+            h.update(f"{table.name}.{col.name}:{col.type!r}:{col.nullable}\x00".encode())
+    return h.hexdigest()[:12]
+
+
 def sync_schema(engine: Engine, models: ModelSet) -> list:
     """Apply safe changes and refresh dictionary items when the dictionary changed since last start.
 
     Runs under a lock (PostgreSQL advisory lock; SQLite's write lock via BEGIN IMMEDIATE) so that
     several workers starting at once migrate once; destructive changes are refused.
     """
-    digest = models.registry.digest
+    digest = f"{models.registry.digest}:{system_digest(models)}"
     if _stored_digest(engine, models) == digest:
         return []
     from crm_meta.db import migrate  # Alembic is imported only when there is something to do

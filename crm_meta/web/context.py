@@ -1,10 +1,12 @@
 """Per-app access to the current build (models, registry) and per-request services."""
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app, g
+from flask import current_app, g, has_request_context, request
 
 from crm_meta.db.tables import ModelSet
 from crm_meta.services.dictionaries import Dictionaries
@@ -44,11 +46,54 @@ def dictionaries() -> Dictionaries:
     return g.crm_dicts
 
 
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def request_id() -> str | None:
+    """This request's id: the caller's ``X-Request-Id`` when it is a sane token, else a fresh one
+    (kept on ``flask.g``; sent back as the ``X-Request-Id`` response header, recorded in the audit)."""
+    if not has_request_context():
+        return None
+    rid = g.get("crm_request_id")
+    if rid is None:
+        incoming = request.headers.get("X-Request-Id", "")
+        rid = g.crm_request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    return rid
+
+
 def actor() -> Actor:
     """The user of this request, whether signed in by session cookie or by JWT bearer token."""
     user = current_app.appbuilder.sm.current_user
-    return Actor(getattr(user, "id", None), current_lang())
+    return Actor(getattr(user, "id", None), current_lang(), getattr(user, "username", None),
+                 request.remote_addr if has_request_context() else None, request_id())
 
 
 def records(entity: str) -> RecordService:
-    return RecordService(session(), build().models, entity, actor(), dictionaries())
+    """The records service of ``entity`` acting as this request's user, under their access policy."""
+    return RecordService(session(), build().models, entity, actor(), dictionaries(), policy=policy())
+
+
+def policy():
+    """The access policy of this request's user, compiled once per request (``flask.g``)."""
+    if "crm_policy" not in g:
+        g.crm_policy = _compile_policy()
+    return g.crm_policy
+
+
+def _compile_policy():
+    from sqlalchemy import select
+
+    from crm_meta.metadata.model import DEPARTMENT_DICTIONARY
+    from crm_meta.services.policy import Policy, Principal, department_tree
+
+    models = build().models
+    member = models.system["member"]
+    user = current_app.appbuilder.sm.current_user
+    tree = (department_tree(dictionaries().items(DEPARTMENT_DICTIONARY, active_only=False))
+            if models.registry.has_dictionary(DEPARTMENT_DICTIONARY) else {})
+    if user is None or not getattr(user, "is_active", False):
+        return Policy(models.registry, Principal(None), tree, member)
+    roles = frozenset(r.name for r in user.roles)
+    department = session().execute(select(member.c.department).where(member.c.user_id == user.id)).scalar()
+    principal = Principal(user.id, roles, department, current_app.config["AUTH_ROLE_ADMIN"] in roles)
+    return Policy(models.registry, principal, tree, member)

@@ -1,4 +1,5 @@
-"""FAB's SQLAInterface with the engine's rules: capped counts and a quick text search."""
+"""FAB's SQLAInterface with the engine's rules: the access policy's row scope on every query,
+capped counts and a quick text search that never probes masked values."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,6 +8,7 @@ from flask_appbuilder.models.sqla.interface import SQLAInterface
 from sqlalchemy import func, or_, select
 
 from crm_meta.services.records import COUNT_CAP
+from crm_meta.web import context
 
 
 def _like(term: str) -> str:
@@ -17,20 +19,43 @@ def _like(term: str) -> str:
 class EntityInterface(SQLAInterface):
     """Lists count at most COUNT_CAP rows (an uncapped COUNT on a large table takes seconds)."""
 
-    def __init__(self, obj: type, session: Any = None, search_columns: tuple[str, ...] = ()):
+    def __init__(self, obj: type, session: Any = None, search_columns: tuple[str, ...] = (),
+                 entity: str = "", search_fields: tuple[str, ...] = ()):
         super().__init__(obj, session)
         self.text_columns = search_columns
+        self.entity_name = entity
+        self.search_fields = search_fields
+
+    def scoped(self, query):
+        """``query`` limited to the rows this request's user may read."""
+        return context.policy().scope(self.entity_name, query, self.obj)
+
+    def get_related_interface(self, col_name: str):
+        """Filter dropdowns of related rows (e.g. the owner filter) list only what the user may see."""
+        return RelatedInterface(self.get_related_model(col_name), owner_entity=self.entity_name)
 
     def text_search(self, query, term: str | None):
+        """Rows whose search fields contain ``term``; a field the user sees masked only matches
+        the whole value (finding a record by the phone number you know is fine, probing is not)."""
         term = (term or "").strip()[:100]
         if not term or not self.text_columns:
             return query
-        cols = [getattr(self.obj, c) for c in self.text_columns]
-        return query.filter(or_(*[c.ilike(_like(term), escape="\\") for c in cols]))
+        policy = context.policy()
+        access = policy.access(self.entity_name)
+        clauses = []
+        for name, column in zip(self.search_fields, self.text_columns):
+            col = getattr(self.obj, column)
+            if name in access.hidden:
+                continue
+            if name in access.masked and not access.can("reveal"):
+                clauses.append(col == term)
+            else:
+                clauses.append(col.ilike(_like(term), escape="\\"))
+        return query.filter(or_(*clauses)) if clauses else query.filter(self.obj.id.is_(None))
 
     def query(self, filters=None, order_column="", order_direction="", page=None, page_size=None,
               select_columns=None, outer_default_load=False, search: str | None = None):
-        query = self.text_search(self.session.query(self.obj), search)
+        query = self.scoped(self.text_search(self.session.query(self.obj), search))
         counted = self.apply_filters(query, filters).with_entities(self.obj.id).order_by(None)
         inner = counted.limit(COUNT_CAP + 1).subquery()
         count = min(self.session.execute(select(func.count()).select_from(inner)).scalar_one(), COUNT_CAP)
@@ -38,8 +63,45 @@ class EntityInterface(SQLAInterface):
                                select_columns, outer_default_load)
         return count, query.all()
 
+    def get(self, id, filters=None, select_columns=None, outer_default_load=False):
+        """One row, only when the user may read it (else None: the caller answers 404)."""
+        try:
+            pk = int(id)
+        except (TypeError, ValueError):
+            return None
+        return self.scoped(self.session.query(self.obj).filter(self.obj.id == pk)).one_or_none()
+
+
+class RelatedInterface(SQLAInterface):
+    """The rows a related-column filter offers: users the record could be given to, or the visible
+    records of a referenced entity — never the whole table (FAB_NOTES leak 3)."""
+
+    def __init__(self, obj: type, session: Any = None, owner_entity: str = ""):
+        super().__init__(obj, session)
+        self.owner_entity = owner_entity
+
+    def query(self, filters=None, order_column="", order_direction="", page=None, page_size=None,
+              select_columns=None, outer_default_load=False):
+        from crm_meta.web.forms import assignable_users
+
+        query = self.session.query(self.obj)
+        models = context.build().models
+        target = next((name for name, model in models.models.items() if model is self.obj), None)
+        if target is not None:
+            query = context.policy().scope(target, query, self.obj)
+        elif hasattr(self.obj, "username"):
+            clause = assignable_users(self.owner_entity, self.obj)
+            if clause is not None:
+                query = query.filter(clause)
+        else:
+            query = query.filter(self.obj.id.is_(None))  # nothing else is offered
+        query = self.apply_all(query, filters, order_column, order_direction, page, page_size or 200)
+        rows = query.all()
+        return len(rows), rows
+
 
 def entity_interface(entity, models) -> EntityInterface:
     """The datamodel of one entity, searching its declared search fields (screens, API, lookups)."""
     return EntityInterface(models.model(entity.name),
-                           search_columns=tuple(entity.field(n).column for n in entity.search_fields))
+                           search_columns=tuple(entity.field(n).column for n in entity.search_fields),
+                           entity=entity.name, search_fields=tuple(entity.search_fields))

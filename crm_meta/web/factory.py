@@ -13,7 +13,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from crm_meta.db.tables import ModelSet, build_models
 from crm_meta.errors import CrmError, MigrationError, PluginError, SchemaErrors
-from crm_meta.metadata.model import Registry
+from crm_meta.metadata.model import Label, Registry
 from crm_meta.plugins import Plugins, load_plugins
 from crm_meta.schema import load_registry
 from crm_meta.settings import PROJECT_ROOT, configure, schema_paths
@@ -24,6 +24,21 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
+    # Flask-AppBuilder's templates (base layout, list/search widgets, Swagger UI) carry inline
+    # <script> blocks and style attributes, so scripts and styles need 'unsafe-inline'; our own
+    # templates have no inline script. Everything else is served by the app itself.
+    "Content-Security-Policy": "; ".join((
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+    )),
 }
 
 
@@ -99,10 +114,14 @@ def init_app(app: Flask, registry: Registry, plugins: Plugins | None = None) -> 
 
         sync_schema(db.engine, models)
         _register(appbuilder, models)
+        from crm_meta.web.audit_views import register_audit
+
+        register_audit(appbuilder, app)  # audit/alerts screens, append-only triggers, sign-in protection
         plugins.register_views(appbuilder, build)
         from crm_meta.web.permissions import sync_permissions
 
-        sync_permissions(db.session, appbuilder, app.config["AUTH_ROLE_ADMIN"], models.system["state"])
+        sync_permissions(db.session, appbuilder, app.config["AUTH_ROLE_ADMIN"], models.system["state"],
+                         registry)
         db.session.remove()
     from crm_meta.cli import crm
 
@@ -124,6 +143,10 @@ def _register(appbuilder: AppBuilder, models: ModelSet) -> None:
             category_icon=(menu.icon or "fa-folder") if menu else "")
         appbuilder.add_api(make_api(entity, models))
     appbuilder.add_view_no_menu(LookupView)
+    from crm_meta.web.approvals import ApprovalsApi, ApprovalsView
+
+    appbuilder.add_view(ApprovalsView, "approvals", label=lazy(Label("审批", "Approvals")), icon="fa-check-square-o")
+    appbuilder.add_api(ApprovalsApi)
 
 
 def _protect_api_writes(app: Flask, csrf: CSRFProtect) -> None:

@@ -34,6 +34,9 @@ from crm_meta.web import context
 from crm_meta.web.i18n import current_lang, lazy, t
 
 
+CHANGE_REASON = "change_reason"  # edit forms of entities with key fields ask why they change
+
+
 def enum_choices(field: Field, *, blank: bool = True):
     def choices() -> list[tuple[str, str]]:
         lang = current_lang()
@@ -52,14 +55,32 @@ def user_name(user) -> str:
     return f"{first} {last}".strip() or user.username
 
 
-def user_choices() -> list[tuple[str, str]]:
+def assignable_users(entity: str, user_model: Any):
+    """A WHERE clause on users: those a record of ``entity`` may be given to (None: anyone)."""
+    from sqlalchemy import or_, select
+
+    policy = context.policy()
+    departments = policy.assignable_departments(entity)
+    if departments is None:
+        return None
+    mine = user_model.id == policy.user_id
+    if not departments:
+        return mine
+    member = context.build().models.system["member"]
+    return or_(mine, user_model.id.in_(select(member.c.user_id).where(member.c.department.in_(sorted(departments)))))
+
+
+def user_choices(entity: str | None = None) -> list[tuple[str, str]]:
+    """Active users a record of ``entity`` may be given to by this user (their own scope only)."""
     from flask_appbuilder.security.sqla.models import User
     from sqlalchemy import select
 
-    rows = context.session().execute(
-        select(User.id, User.first_name, User.last_name, User.username)
-        .where(User.active.is_(True)).order_by(User.username)
-    )
+    stmt = select(User.id, User.first_name, User.last_name, User.username).where(User.active.is_(True))
+    if entity is not None:
+        clause = assignable_users(entity, User)
+        if clause is not None:
+            stmt = stmt.where(clause)
+    rows = context.session().execute(stmt.order_by(User.username))
     return [("", "")] + [(str(r.id), f"{user_name(r)} ({r.username})") for r in rows]
 
 
@@ -133,8 +154,8 @@ def _default(f: Field):
     return d
 
 
-def form_field(f: Field):
-    """The WTForms field for one dictionary field."""
+def form_field(f: Field, entity: str | None = None):
+    """The WTForms field for one dictionary field (``entity``: whose records the form edits)."""
     kw = {"label": lazy(f.label), "description": lazy(f.help), "validators": _validators(f),
           "default": _default(f)}
     s = f.storage
@@ -146,7 +167,7 @@ def form_field(f: Field):
     if s == "fk_entity":
         return LookupField(target=f.entity, **kw)
     if s == "fk_user":
-        return SelectField(choices=user_choices, widget=Select2Widget(), validate_choice=False, **kw)
+        return SelectField(choices=lambda: user_choices(entity), widget=Select2Widget(), validate_choice=False, **kw)
     if s == "text":
         return TextAreaField(widget=BS3TextAreaFieldWidget(), **kw)
     if s == "integer":
@@ -169,9 +190,15 @@ def build_form(entity: Entity, *, edit: bool) -> type[DynamicForm]:
     for name in entity.form_fields:
         f = entity.field(name)
         if f.editable:
-            attrs[name] = form_field(f)
+            attrs[name] = form_field(f, entity.name)
     if edit:
         attrs["version"] = HiddenField()
+        if any(f.needs_approval for f in entity.fields):
+            attrs[CHANGE_REASON] = StringField(
+                lazy(Label("修改原因", "Reason for the change")), validators=[Optional(), Length(max=1000)],
+                widget=BS3TextFieldWidget(), description=lazy(Label(
+                    "修改关键字段（如联系人、电话）需经负责人或主管审批，请说明原因",
+                    "Changes of key fields (contact, phone) need the owner's or a manager's approval; say why")))
     cls_name = "".join(p.capitalize() for p in entity.name.split("_")) + ("EditForm" if edit else "AddForm")
     return type(cls_name, (DynamicForm,), attrs)
 

@@ -14,8 +14,11 @@ from flask_appbuilder.security.sqla.models import (
     ViewMenu,
     assoc_permissionview_role,
 )
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
+
+SELF_SERVICE_VIEWS = ("UserInfoEditView", "ResetMyPasswordView")  # every user edits their own profile
+SELF_SERVICE_PERMISSIONS = ("can_userinfo", "resetmypassword", "userinfoedit")
 
 STATE_KEY = "permissions_digest"
 
@@ -34,10 +37,47 @@ def wanted_permissions(appbuilder) -> set[tuple[str, str]]:
     return pairs
 
 
-def digest(pairs: set[tuple[str, str]], admin_role: str) -> str:
+def role_permissions(appbuilder, registry, pairs: set[tuple[str, str]]) -> dict[str, set[tuple[str, str]]]:
+    """The (permission, view) pairs each declared role gets: its actions on entities, the menus of the
+    entities it may read, its extra screens and the self-service profile pages. Superuser roles: all."""
+    if registry is None:
+        return {}
+    entity_names = {e.name for e in registry.entities}
+    children: dict[str, set[str]] = {}
+    for item in appbuilder.menu.get_list():
+        for child in item.childs or ():
+            children.setdefault(item.name, set()).add(child.name)
+    out: dict[str, set[tuple[str, str]]] = {}
+    for role in registry.roles:
+        if role.superuser:
+            out[role.name] = set(pairs)
+            continue
+        want = {(p, v) for p, v in pairs if v in SELF_SERVICE_VIEWS or p in SELF_SERVICE_PERMISSIONS}
+        for entity in registry.entities:
+            grant = role.grant(entity.name)
+            if grant is None or "read" not in grant.actions:
+                continue
+            want |= {(f"can_{a}", entity.name) for a in grant.actions}
+            want |= {("menu_access", entity.name), ("can_read", "lookup")}
+            # everyone who reads records may see and decide the change requests on them
+            want |= {("can_read", "approvals"), ("can_write", "approvals"), ("menu_access", "approvals")}
+        want |= {(p, v) for p, v in pairs if v in role.screens and v not in entity_names}
+        granted_items = {v for p, v in want if p == "menu_access"}
+        for category, items in children.items():
+            if items & granted_items:
+                want.add(("menu_access", category))
+        out[role.name] = want
+    return out
+
+
+def digest(pairs: set[tuple[str, str]], admin_role: str, roles: dict[str, set[tuple[str, str]]] | None = None) -> str:
     h = hashlib.sha256(admin_role.encode())
     for p, v in sorted(pairs):
         h.update(f"{p}\x00{v}\x01".encode())
+    for name in sorted(roles or {}):
+        h.update(f"role:{name}\x02".encode())
+        for p, v in sorted(roles[name]):
+            h.update(f"{p}\x00{v}\x01".encode())
     return h.hexdigest()[:16]
 
 
@@ -50,13 +90,16 @@ def _ids(session: Session, model, names: set[str]) -> dict[str, int]:
     return existing
 
 
-def sync_permissions(session: Session, appbuilder, admin_role: str, state_table) -> bool:
-    """Bring ab_permission/ab_view_menu/ab_permission_view up to date and grant all to admins.
+def sync_permissions(session: Session, appbuilder, admin_role: str, state_table, registry=None) -> bool:
+    """Bring ab_permission/ab_view_menu/ab_permission_view up to date, grant all to admins and give
+    each role declared in the dictionary exactly its declared permissions.
 
     Returns False when nothing had to change (the stored digest matched).
     """
     pairs = wanted_permissions(appbuilder)
-    want = digest(pairs, admin_role)
+    roles = role_permissions(appbuilder, registry, pairs)
+    pairs |= {pair for wanted in roles.values() for pair in wanted}
+    want = digest(pairs, admin_role, roles)
     stored = session.execute(select(state_table.c.value).where(state_table.c.key == STATE_KEY)).scalar()
     if stored == want:
         return False
@@ -81,9 +124,33 @@ def sync_permissions(session: Session, appbuilder, admin_role: str, state_table)
     if grant:
         session.execute(assoc_permissionview_role.insert(),
                         [{"permission_view_id": pv, "role_id": role_id} for pv in grant])
+    _grant_roles(session, roles, perm_ids, view_ids, existing)
     if stored is None:
         session.execute(state_table.insert().values(key=STATE_KEY, value=want))
     else:
         session.execute(state_table.update().where(state_table.c.key == STATE_KEY).values(value=want))
     session.commit()
     return True
+
+
+def _grant_roles(session: Session, roles: dict[str, set[tuple[str, str]]], perm_ids, view_ids, existing) -> None:
+    """Each declared role holds exactly its pairs: missing grants added, others removed, in bulk."""
+    if not roles:
+        return
+    role_ids = _ids(session, Role, set(roles))
+    assoc = assoc_permissionview_role
+    held: dict[int, set[int]] = {}
+    for role_id, pv in session.execute(select(assoc.c.role_id, assoc.c.permission_view_id)
+                                       .where(assoc.c.role_id.in_(role_ids.values()))):
+        held.setdefault(role_id, set()).add(pv)
+    add, remove = [], []
+    for name, wanted in roles.items():
+        role_id = role_ids[name]
+        want = {existing[(perm_ids[p], view_ids[v])] for p, v in wanted}
+        have = held.get(role_id, set())
+        add += [{"role_id": role_id, "permission_view_id": pv} for pv in sorted(want - have)]
+        remove += [(role_id, pv) for pv in sorted(have - want)]
+    if add:
+        session.execute(assoc.insert(), add)
+    for role_id, pv in remove:
+        session.execute(delete(assoc).where(assoc.c.role_id == role_id, assoc.c.permission_view_id == pv))

@@ -1,7 +1,7 @@
 """FAB's security manager with permissions resolved once per request instead of once per check."""
 from __future__ import annotations
 
-from flask import g, has_request_context
+from flask import g, has_request_context, request
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_appbuilder.security.sqla.models import (
     Permission,
@@ -12,8 +12,46 @@ from flask_appbuilder.security.sqla.models import (
 )
 from sqlalchemy import select
 
+from crm_meta.web.auth import AuthAuditMixin
 
-class CrmSecurityManager(SecurityManager):
+
+def _bearer() -> bool:
+    return has_request_context() and request.headers.get("Authorization", "").startswith("Bearer ")
+
+
+def _jwt_user():
+    """The user of the request's bearer token, or None when there is no valid one."""
+    from flask_jwt_extended import get_current_user, verify_jwt_in_request
+
+    try:
+        verify_jwt_in_request()
+        return get_current_user()
+    except Exception:  # noqa: BLE001 — an invalid, expired or malformed token signs nobody in
+        return None
+
+
+class CrmSecurityManager(AuthAuditMixin, SecurityManager):
+    """Permissions resolved once per request; a bearer token, when sent, is the only identity.
+
+    FAB let a session cookie take precedence over the Authorization header (FAB_NOTES leak 6), so
+    a script holding a low-privilege token could act with the rights of a browser's session.
+    """
+
+    @property
+    def current_user(self):
+        if _bearer():
+            if "crm_jwt_user" not in g:
+                g.crm_jwt_user = _jwt_user()
+            return g.crm_jwt_user
+        return super().current_user
+
+    def has_access(self, permission_name: str, view_name: str) -> bool:
+        if _bearer():
+            user = self.current_user
+            return bool(user is not None and user.is_active
+                        and self._has_view_access(user, permission_name, view_name))
+        return super().has_access(permission_name, view_name)
+
     def _pairs(self, role_filter) -> set[tuple[str, str]]:
         stmt = (select(Permission.name, ViewMenu.name)
                 .join(PermissionView, PermissionView.permission_id == Permission.id)

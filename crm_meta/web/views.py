@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, flash, jsonify, redirect, request, url_for
+from flask import abort, flash, g, jsonify, redirect, request, url_for
 from flask_appbuilder import BaseView, ModelView, expose
 from flask_appbuilder.security.decorators import has_access
 from wtforms import SelectField
@@ -13,17 +13,32 @@ from crm_meta.errors import RecordError, RecordNotFound, ValidationFailed
 from crm_meta.metadata.model import Entity, Field, Label
 from crm_meta.web import context
 from crm_meta.web.datamodel import entity_interface
-from crm_meta.web.forms import build_form, enum_choices, form_values, record_values, user_name
+from crm_meta.services.masking import looks_masked, mask
+from crm_meta.web.forms import CHANGE_REASON, build_form, enum_choices, form_values, record_values, user_name
 from crm_meta.web.i18n import current_lang, lazy, t
 
 RECORD_SECTION = Label("记录信息", "Record")
-PERMISSIONS = ("can_read", "can_create", "can_update", "can_delete")
+PERMISSIONS = ("can_read", "can_create", "can_update", "can_delete", "can_export", "can_import", "can_reveal",
+               "can_approve")
 METHOD_PERMISSIONS = {
     "list": "read", "show": "read", "get": "read", "get_list": "read", "info": "read", "lookup": "read",
     "add": "create", "post": "create",
     "edit": "update", "put": "update",
     "delete": "delete", "action": "delete", "action_post": "delete",
+    "reveal": "reveal", "export": "export",
 }
+
+
+def refused_filters(entity: str, columns) -> list[str]:
+    """The filter or sort columns the user may not use (they would probe hidden or masked values)."""
+    policy = context.policy()
+    ent = context.build().registry.entity(entity)
+    out = []
+    for col in columns:
+        name = col[:-3] if col.endswith("_id") and ent.has_field(col[:-3]) else col
+        if ent.has_field(name) and not policy.may_filter(entity, name):
+            out.append(name)
+    return out
 
 
 def class_name(entity: Entity, suffix: str) -> str:
@@ -66,6 +81,7 @@ class EntityModelView(ModelView):
 
     entity: Entity
     list_template = "crm/list.html"
+    show_template = "crm/show.html"
     page_size = 25
     # Only the routes that go through the records service: FAB's bulk-action routes load rows
     # without row filters and its download route serves files; neither is offered.
@@ -78,22 +94,130 @@ class EntityModelView(ModelView):
         page_size = page_size or self.page_size
         if not order_column and self.base_order:
             order_column, order_direction = self.base_order
+        refused = refused_filters(self.entity.name, [f.column_name for f, _ in filters.get_filters_values()])
+        if refused:
+            filters.clear_filters()
+            flash(t("不能按以下字段筛选：", "You may not filter on: ") + ", ".join(
+                self.entity.field(n).label.get(current_lang()) for n in refused), "warning")
+        if order_column and refused_filters(self.entity.name, [order_column]):
+            order_column, order_direction = self.base_order or ("", "")
         joined = filters.get_joined_filters(self._base_filters)
         count, rows = self.datamodel.query(joined, order_column, order_direction, page=page,
                                            page_size=page_size, search=request.args.get("q"))
+        columns = self._visible(self.list_columns)
         widgets["list"] = self.list_widget(
-            label_columns=self.label_columns, include_columns=self.list_columns,
-            value_columns=self.datamodel.get_values(rows, self.list_columns),
+            label_columns=self.label_columns, include_columns=columns,
+            value_columns=self._masked_rows(self.datamodel.get_values(rows, columns)),
             order_columns=self.order_columns, formatters_columns=self.formatters_columns,
             page=page, page_size=page_size, count=count, pks=self.datamodel.get_keys(rows),
             actions=actions or self.actions, filters=filters,
             modelview_name=self.__class__.__name__, **kwargs)
         return widgets
 
+    # access policy -------------------------------------------------------------------------
+    def _visible(self, columns) -> list[str]:
+        hidden = context.policy().access(self.entity.name).hidden
+        return [c for c in columns if c not in hidden]
+
+    def _masked_rows(self, rows):
+        policy = context.policy()
+        masked = policy.access(self.entity.name).masked
+        for row in rows:
+            yield {c: (mask(masked[c], v) if c in masked else v) for c, v in row.items()}
+
+    def _fieldsets(self, fieldsets, form=None):
+        """Fieldsets with only the fields this user may see (and, for a form, that the form has)."""
+        hidden = context.policy().access(self.entity.name).hidden
+        out = []
+        for label, spec in fieldsets:
+            names = [n for n in spec["fields"] if n not in hidden and (form is None or n in form)]
+            if names:
+                out.append((label, {**spec, "fields": names}))
+        return out
+
+    def _policy_form(self, form, obj=None):
+        """Drop the fields the user may not write; put real values back where a masked one came back."""
+        access = context.policy().access(self.entity.name)
+        for name in list(form._fields):
+            if name in access.hidden or name in access.readonly:
+                del form[name]
+            elif obj is not None and name in access.masked and request.method == "POST":
+                real = getattr(obj, self.entity.field(name).column)
+                if looks_masked(access.masked[name], form[name].data, real):
+                    form[name].data = real
+        return form
+
+    def _show(self, pk):
+        try:
+            item = context.records(self.entity.name).get(pk)
+        except RecordNotFound:
+            abort(404)
+        widgets = self._get_show_widget(pk, item)
+        self.update_redirect()
+        g.crm_show = self._show_extras(item)
+        return widgets
+
+    def _show_extras(self, item) -> dict:
+        """Pending key-field changes, reveal buttons and the record's history for the show page."""
+        from crm_meta.services import approvals, audit
+        from crm_meta.web.approvals import describe
+        from crm_meta.web.audit_views import viewer_mask_of
+
+        lang = current_lang()
+        policy = context.policy()
+        access = policy.access(self.entity.name)
+        b = context.build()
+        pending = describe(approvals.pending_for(context.session(), b.models, self.entity.name, item.id), lang)
+        revealable = [{"name": n, "label": self.entity.field(n).label.get(lang),
+                       "url": url_for(f"{class_name(self.entity, 'Api')}.reveal", pk=item.id, field=n)}
+                      for n in access.masked if access.can("reveal") and getattr(item, n, None)]
+        history = audit.history(context.session(), b.models.system, self.entity.name, item.id, limit=100,
+                                mask_of=viewer_mask_of())
+        for row in history:
+            f = row.get("field")
+            row["field_label"] = self.entity.field(f).label.get(lang) if f and self.entity.has_field(f) else f
+        return {
+            "pending": pending, "revealable": revealable, "history": history,
+            "t_pending": t("待审批的修改", "Changes waiting for approval"), "t_field": t("字段", "Field"),
+            "t_old": t("原值", "Old"), "t_new": t("新值", "New"), "t_by": t("申请人", "Requested by"),
+            "t_reason": t("原因", "Reason"), "t_approve": t("批准", "Approve"), "t_reject": t("驳回", "Reject"),
+            "t_reveal": t("显示", "Reveal"), "t_history": t("修改历史", "History"), "t_when": t("时间", "When"),
+            "t_who": t("操作人", "By"), "t_action": t("操作", "Action"),
+        }
+
+    def _get_show_widget(self, pk, item, widgets=None, actions=None, show_fieldsets=None):
+        widgets = widgets or {}
+        policy = context.policy()
+        columns = self._visible(self.show_columns)
+        values = [policy.display(self.entity.name, c, v)
+                  for c, v in zip(columns, self.datamodel.get_values_item(item, columns))]
+        widgets["show"] = self.show_widget(
+            pk=pk, label_columns=self.label_columns, include_columns=columns, value_columns=values,
+            formatters_columns=self.formatters_columns, actions=actions or self.actions,
+            fieldsets=self._fieldsets(show_fieldsets or self.show_fieldsets),
+            modelview_name=self.__class__.__name__)
+        return widgets
+
+    def _get_add_widget(self, form, exclude_cols=None, widgets=None):
+        widgets = widgets or {}
+        widgets["add"] = self.add_widget(form=form, include_cols=self.add_columns, exclude_cols=exclude_cols or [],
+                                         fieldsets=self._fieldsets(self.add_fieldsets, form))
+        return widgets
+
+    def _get_edit_widget(self, form, exclude_cols=None, widgets=None):
+        widgets = widgets or {}
+        fieldsets = self._fieldsets(self.edit_fieldsets, form)
+        if CHANGE_REASON in form:
+            fieldsets.append((lazy(Label("审批", "Approval")), {"fields": [CHANGE_REASON]}))
+        widgets["edit"] = self.edit_widget(form=form, include_cols=self.edit_columns,
+                                           exclude_cols=exclude_cols or [], fieldsets=fieldsets)
+        return widgets
+
     def render_template(self, template, **kwargs):
         kwargs.setdefault("quick_search", request.args.get("q", ""))
         kwargs.setdefault("entity", self.entity)
         kwargs.setdefault("lang", current_lang())
+        kwargs.setdefault("crm_show", g.get("crm_show"))
         return super().render_template(template, **kwargs)
 
     # writes ------------------------------------------------------------------------------------
@@ -107,7 +231,7 @@ class EntityModelView(ModelView):
     def _save(self, form, write) -> bool:
         """Run ``write`` and commit; on refusal roll back and show why on the form. True when saved."""
         try:
-            write()
+            service = write()
             context.session().commit()
         except ValidationFailed as exc:
             context.session().rollback()
@@ -117,14 +241,17 @@ class EntityModelView(ModelView):
             flash(str(exc), "danger")
         else:
             flash(t("已保存", "Saved"), "success")
+            if getattr(service, "pending", None):
+                flash(t("关键字段的修改已提交审批，批准后生效", "Changes of key fields were sent for approval; "
+                        "they take effect once approved"), "info")
             return True
         return False
 
     def _add(self):
-        form = self.add_form.refresh()
+        form = self._policy_form(self.add_form.refresh())
         if request.method == "POST" and form.validate():
             service = context.records(self.entity.name)
-            if self._save(form, lambda: service.create(form_values(form, self.entity))):
+            if self._save(form, lambda: (service.create(form_values(form, self.entity)), service)[1]):
                 return None
         if request.method == "GET":
             self.update_redirect()
@@ -137,13 +264,16 @@ class EntityModelView(ModelView):
         except RecordNotFound:
             abort(404)
         if request.method == "POST":
-            form = self.edit_form.refresh()
-            if form.validate() and self._save(form, lambda: service.update(
-                    pk, form_values(form, self.entity), expected_version=form.version.data)):
+            form = self._policy_form(self.edit_form.refresh(), obj)
+            if form.validate() and self._save(form, lambda: (service.update(
+                    pk, form_values(form, self.entity), expected_version=form.version.data,
+                    reason=request.form.get(CHANGE_REASON)), service)[1]):
                 return None
         else:
             self.update_redirect()
-            form = self.edit_form(data=record_values(obj, self.entity))
+            masked = context.policy().access(self.entity.name).masked
+            data = {k: (mask(masked[k], v) if k in masked else v) for k, v in record_values(obj, self.entity).items()}
+            form = self._policy_form(self.edit_form(data=data))
         return self._get_edit_widget(form=form)
 
     def _delete(self, pk):
@@ -249,7 +379,10 @@ class LookupView(BaseView):
             page = max(1, int(request.args.get("page", 1)))
         except ValueError:
             page = 1
-        query = entity_interface(ent, models).text_search(context.session().query(model), request.args.get("q"))
+        if not context.policy().can(entity, "read"):
+            abort(404)
+        datamodel = entity_interface(ent, models)
+        query = datamodel.scoped(datamodel.text_search(context.session().query(model), request.args.get("q")))
         title = getattr(model, ent.field(ent.title).column) if ent.title else model.id
         rows = query.order_by(title, model.id).offset((page - 1) * 20).limit(21).all()
         return jsonify({"results": [{"id": r.id, "text": str(r)} for r in rows[:20]],

@@ -17,3 +17,19 @@ $(function () {
         });
     });
 });
+
+// Masked values: "reveal" asks the server for the full value (allowed roles only; every reveal is audited).
+$(function () {
+    $(".crm-reveal-btn").on("click", function () {
+        var btn = $(this), box = btn.closest(".crm-reveal");
+        $.ajax({
+            url: btn.data("url"), method: "POST", dataType: "json",
+            headers: {"X-CSRFToken": box.data("csrf")}
+        }).done(function (data) {
+            $("#crm-revealed-" + btn.data("field")).text(data.value === null ? "" : data.value);
+        }).fail(function (xhr) {
+            var msg = (xhr.responseJSON && xhr.responseJSON.message) || xhr.statusText;
+            $("#crm-revealed-" + btn.data("field")).text(msg);
+        });
+    });
+});

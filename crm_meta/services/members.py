@@ -1,0 +1,31 @@
+"""Which department each user belongs to (and whether they manage it)."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crm_meta.metadata.model import DEPARTMENT_DICTIONARY, Registry
+
+
+class UnknownDepartment(ValueError):
+    pass
+
+
+def set_member(session: Session, registry: Registry, member_table, user_id: int, department: str,
+               manager: bool = False) -> None:
+    """Put a user in ``department`` (a code of the `department` dictionary); no commit."""
+    if not registry.has_dictionary(DEPARTMENT_DICTIONARY) or \
+            registry.dictionary(DEPARTMENT_DICTIONARY).item(department) is None:
+        codes = ", ".join(i.code for i in registry.dictionary(DEPARTMENT_DICTIONARY).items) \
+            if registry.has_dictionary(DEPARTMENT_DICTIONARY) else "(no department dictionary)"
+        raise UnknownDepartment(f"unknown department {department!r} (known: {codes})")
+    found = session.execute(select(member_table.c.user_id).where(member_table.c.user_id == user_id)).first()
+    if found:
+        session.execute(member_table.update().where(member_table.c.user_id == user_id)
+                        .values(department=department, is_manager=manager))
+    else:
+        session.execute(member_table.insert().values(user_id=user_id, department=department, is_manager=manager))
+
+
+def department_of(session: Session, member_table, user_id: int) -> str | None:
+    return session.execute(select(member_table.c.department).where(member_table.c.user_id == user_id)).scalar()
