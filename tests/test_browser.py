@@ -180,3 +180,48 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     assert requested
     outside = [u for u in requested if not (u.startswith(base + "/") or u.startswith("data:"))]
     assert not outside, outside
+
+
+def _sign_in(page: Page, base: str, username: str, password: str) -> None:
+    page.goto(f"{base}/login/")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.locator("form[name=login] [type=submit]").click()
+    page.wait_for_load_state()
+    assert "/login" not in page.url, f"{username} could not sign in"
+
+
+def test_sales_rep_sees_own_customers_masked_and_a_managers_reveal_is_audited(make_app, live_server, page: Page):
+    """A sales rep sees only their customers, phones masked; a manager reveals one phone in the
+    browser, and the admin finds that reveal on the audit screen."""
+    from test_access_matrix import World
+
+    page.set_default_timeout(TIMEOUT_MS)
+    world = World(make_app(CRM_DISABLED_PLUGINS="crm_lifecycle"))
+    base = live_server(world.app)
+    mine = world.records[("sales_rep_me", "customer")]
+    other = world.records[("other_dept", "customer")]
+
+    _sign_in(page, base, "sales_rep_me", world.passwords["sales_rep_me"])
+    page.goto(f"{base}/customer/list/")
+    rows = page.locator(f"{LIST} tbody tr")
+    expect(page.locator(f"a[href$='/customer/show/{mine}']").first).to_be_visible()
+    expect(page.locator(f"a[href$='/customer/show/{other}']")).to_have_count(0)
+    expect(rows.filter(has_text="138****5678").first).to_be_visible()
+    assert "13812345678" not in page.content()
+    page.goto(f"{base}/customer/show/{other}")
+    assert "13812345678" not in page.content()
+    page.goto(f"{base}/logout/")
+
+    _sign_in(page, base, "sales_manager_me", world.passwords["sales_manager_me"])
+    page.goto(f"{base}/customer/show/{mine}")
+    expect(page.locator(".crm-revealed#crm-revealed-contact_phone")).to_have_text("")
+    page.locator(".crm-reveal-btn[data-field=contact_phone]").click()
+    expect(page.locator("#crm-revealed-contact_phone")).to_have_text("13812345678")
+    page.goto(f"{base}/logout/")
+
+    _sign_in(page, base, "admin", ADMIN_PASSWORD)
+    page.goto(f"{base}/crm/audit/?action=reveal")
+    table = page.locator("table").filter(has_text="sales_manager_me")
+    expect(table.first).to_be_visible()
+    expect(table.first).to_contain_text("联系电话")
