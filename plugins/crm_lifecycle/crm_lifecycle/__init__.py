@@ -1,4 +1,8 @@
-"""crm_lifecycle: customer lifecycle models for crm_meta (no web or database imports).
+"""crm_lifecycle: customer lifecycle prediction for crm_meta.
+
+The plugin (hooks in :mod:`crm_lifecycle.plugin`; features, pipeline, stages, reasons, value,
+bulk writes, commands and the dashboard widget in modules of their own) uses the model modules,
+which need no web or database imports:
 
 * :mod:`crm_lifecycle.churn` -- churn classifier, cross-validation, scores, per-customer reasons
 * :mod:`crm_lifecycle.bgnbd` -- BG/NBD: P(alive) and expected purchases

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import click
@@ -19,8 +20,9 @@ __all__ = ["lifecycle", "model_path"]
 
 
 def model_path() -> Path:
-    """Where this app keeps its model: ``CRM_LIFECYCLE_MODEL_PATH``, else ``<instance>/crm_lifecycle/``."""
-    configured = current_app.config.get("CRM_LIFECYCLE_MODEL_PATH")
+    """Where this app keeps its model: ``CRM_LIFECYCLE_MODEL_PATH`` (config key or environment
+    variable), else ``<instance>/crm_lifecycle/churn_model.pkl``."""
+    configured = current_app.config.get("CRM_LIFECYCLE_MODEL_PATH") or os.environ.get("CRM_LIFECYCLE_MODEL_PATH")
     return Path(configured) if configured else Path(current_app.instance_path) / "crm_lifecycle" / model_store.DEFAULT_NAME
 
 

@@ -14,6 +14,7 @@ There are no SLA-tracked tickets yet, so "breached tickets" is approximated by w
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -109,8 +110,6 @@ def _fill(ids: np.ndarray, rows, names: tuple[str, ...], default=0.0) -> dict[st
 
 def build_features(session, models, dicts, as_of: datetime | None = None) -> FeatureTable:
     """Every customer's features as of ``as_of`` (default: now, local time like ``followed_at``)."""
-    import time
-
     registry = models.registry
     as_of = (as_of or datetime.now()).replace(microsecond=0)
     d30, d90, d365 = (as_of - timedelta(days=d) for d in (30, 90, 365))
@@ -142,10 +141,8 @@ def build_features(session, models, dicts, as_of: datetime | None = None) -> Fea
                 .where(at <= as_of).group_by(f.c.customer_id))
         res = session.execute(stmt).all()
         last = {r[0]: r[1] for r in res}
-        agg = _fill(ids, ((r[0], None, r[2], r[3], r[4]) for r in res),
-                    ("_", "follow_ups_30d", "follow_ups_90d", "follow_ups_365d"))
-        agg.pop("_")
-        columns.update(agg)
+        columns.update(_fill(ids, ((r[0], r[2], r[3], r[4]) for r in res),
+                             ("follow_ups_30d", "follow_ups_90d", "follow_ups_365d")))
         last_at = np.array([last.get(int(i)) for i in ids], dtype="datetime64[s]")
         since = (np.datetime64(as_of, "s") - last_at).astype("timedelta64[s]").astype(float) / 86400.0
         columns["days_since_last_follow_up"] = np.where(np.isnat(last_at), np.nan, np.maximum(since, 0).round(1))

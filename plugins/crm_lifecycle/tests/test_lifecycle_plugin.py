@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from crm_lifecycle import reasons, stages
 from crm_lifecycle.churn import Contribution
