@@ -92,6 +92,8 @@ def test_a_successful_sign_in_resets_the_count_and_unknown_names_lock_alike(app)
     for _ in range(5):
         _attempt(client, "ghost", "wrong-pass-1")
     assert LOCKED_ZH in _attempt(client, "ghost", "x", follow_redirects=True).get_data(as_text=True)
+    screen = login(app.test_client()).get("/crm/audit/?user=ghost").get_data(as_text=True)  # the admin looks
+    assert screen.count('data-action="login_failed"') == 5 and screen.count('data-action="login_locked"') == 1
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -53,32 +53,19 @@ PAGE_SIZE = 50
 
 # -- who may see what ---------------------------------------------------------------------------------
 
-def _is_admin() -> bool:
-    user = current_app.appbuilder.sm.current_user
-    admin = current_app.config.get("AUTH_ROLE_ADMIN", "admin")
-    return any(getattr(r, "name", None) == admin for r in (getattr(user, "roles", None) or ()))
-
-
 def can_reveal() -> Callable[[str], bool]:
-    """entity → may the current viewer see that entity's sensitive values unmasked."""
-    policy_of = getattr(context, "policy", None)
-    if policy_of is not None:
-        policy = policy_of()
-        return lambda entity: policy.can(entity, "reveal")
-    admin = _is_admin()  # until policy lands: only admins see raw values
-    return lambda entity: admin
+    """entity → may the current viewer see that entity's sensitive values unmasked (the access policy)."""
+    policy = context.policy()
+    return lambda entity: policy.can(entity, "reveal")
 
 
 def viewer_mask_of() -> audit.MaskOf:
-    """How the current viewer sees audited values: masked, hidden (****) or raw, per entity and field."""
-    registry = context.build().registry
-    policy_of = getattr(context, "policy", None)
-    if policy_of is not None:
-        policy = policy_of()
-        return audit.masker(registry, lambda e: policy.can(e, "reveal"),
-                            hidden=lambda e: policy.access(e).hidden,
-                            masked=lambda e: policy.access(e).masked)
-    return audit.masker(registry, can_reveal())
+    """How the current viewer sees audited values, per entity and field: raw when they may reveal the
+    entity, else masked (declared ``mask`` fields and the fields their roles mask), hidden ones ****."""
+    policy = context.policy()
+    return audit.masker(context.build().registry, lambda e: policy.can(e, "reveal"),
+                        hidden=lambda e: policy.access(e).hidden,
+                        masked=lambda e: policy.access(e).masked)
 
 
 def _entity_label(name: str | None, lang: str) -> str:
@@ -135,9 +122,13 @@ class AuditView(BaseView):
                    ("user", "action", "entity", "record_id", "date_from", "date_to")}
         page = max(1, _int_arg("page", 1) or 1)
         error = None
+        # An existing account is searched by id (indexed with the time); any other name — someone
+        # who tried to sign in with it — by the name itself.
+        known = self.appbuilder.sm.find_user(username=filters["user"]) if filters["user"] else None
         try:
             result = audit.search(
-                context.session(), build.models.system, user=filters["user"] or None,
+                context.session(), build.models.system, user_id=known.id if known else None,
+                user=None if known else (filters["user"] or None),
                 action=filters["action"] or None, entity=filters["entity"] or None,
                 record_id=filters["record_id"] or None, date_from=filters["date_from"] or None,
                 date_to=filters["date_to"] or None, page=page, page_size=PAGE_SIZE, mask_of=viewer_mask_of())
