@@ -14,13 +14,16 @@ def render_record_counts(build: Any, actor: Any) -> str:
     """How many records of each entity there are (capped), for the entities the user may read."""
     from flask import current_app, url_for
 
-    sm = current_app.appbuilder.sm
+    from crm_meta.web.context import policy
+
     rows = []
+    scope = policy()
     for entity in build.registry.entities:
-        if not sm.has_access("can_read", entity.name):
+        if not scope.can(entity.name, "read"):
             continue
         model = build.models.model(entity.name)
-        inner = select(model.id).limit(COUNT_CAP + 1).subquery()
+        # the records this user may see, not the whole table (charts and counts follow the row scope)
+        inner = scope.scope(entity.name, select(model.id), model).limit(COUNT_CAP + 1).subquery()
         n = build.db.session.execute(select(func.count()).select_from(inner)).scalar_one()
         shown = f"{COUNT_CAP:,}+" if n > COUNT_CAP else f"{n:,}"
         view = next((v for v in current_app.appbuilder.baseviews

@@ -6,6 +6,7 @@ the app does. Runs on SQLite and PostgreSQL; any leak fails with the list of cel
 """
 from __future__ import annotations
 
+import io
 import secrets
 
 import pytest
@@ -142,11 +143,26 @@ def test_authorization_matrix(world):
             lookup = ui.get(f"/crm/lookup/{e}")
             looked = {r["id"] for r in lookup.json["results"]} if lookup.status_code == 200 else set()
             text = _text_field(entity)
+            exported = api.get(f"/api/v1/{e}/export?format=csv")
+            check(f"{role.name} REST export {e}", exported.status_code,
+                  200 if allowed(reg, role.name, e, "export") else 403)
+            export_ids = {int(line.split(",", 1)[0]) for line in
+                          exported.get_data(as_text=True).lstrip("\ufeff").splitlines()[1:]
+                          if line[:1].isdigit()} if exported.status_code == 200 else set()
+            ui_export = ui.get(f"/{e}/export/?format=csv")
+            check(f"{role.name} UI export {e}", ui_export.status_code,
+                  200 if allowed(reg, role.name, e, "export") else 403)
+            imported = api.post(f"/api/v1/{e}/import", content_type="multipart/form-data",
+                                data={"file": (io.BytesIO(b"id\n"), "empty.csv")})
+            check(f"{role.name} REST import {e}", imported.status_code,
+                  200 if allowed(reg, role.name, e, "import") else 403)
             for relation in RELATIONS:
                 rid = world.records[(world.owner_for(role.name, relation), e)]
                 see = visible(reg, role.name, e, relation)
                 cell = f"{role.name} × {e} × {relation}"
                 check(f"{cell} REST list", rid in ids, bool(see))
+                if exported.status_code == 200:
+                    check(f"{cell} export", rid in export_ids, bool(see))
                 check(f"{cell} UI list", f"/{e}/show/{rid}\"" in html, bool(see))
                 check(f"{cell} lookup offers an invisible record", rid in looked and not see, False)
                 check(f"{cell} REST get", api.get(f"/api/v1/{e}/{rid}").status_code,
@@ -236,3 +252,57 @@ def test_info_and_dropdowns_offer_only_what_the_user_may_use(world):
     names = {f["name"] for f in info["fields"]}
     assert "annual_revenue" not in names and "name" in names  # hidden for marketing
     assert "can_update" not in info["permissions"] and "can_export" in info["permissions"]
+
+
+def test_openapi_document_shows_only_what_the_caller_may_use(world):
+    rep = world.api("sales_rep_me").get("/api/v1/_openapi")
+    assert rep.status_code == 200, rep.get_data(as_text=True)[:300]
+    paths = rep.json["paths"]
+    assert "post" in paths["/api/v1/customer/"] and "get" in paths["/api/v1/customer/"]
+    assert "delete" not in paths.get("/api/v1/customer/{pk}", {})  # reps may not delete customers
+    assert not any(p.startswith("/api/v1/customer/export") for p in paths)
+    marketing = world.api("marketing_me").get("/api/v1/_openapi").json
+    assert not any(p.startswith("/api/v1/contact/") for p in marketing["paths"])  # no access to contacts
+    schema = marketing["components"]["schemas"]["CustomerApi.get"]["properties"]
+    assert "name" in schema and "annual_revenue" not in schema  # hidden for marketing
+    admin = world.api("admin_me").get("/api/v1/_openapi").json
+    assert "annual_revenue" in admin["components"]["schemas"]["CustomerApi.get"]["properties"]
+    assert "delete" in admin["paths"]["/api/v1/customer/{pk}"]
+
+
+def test_dashboard_counts_follow_the_row_scope(world):
+    import re
+
+    def customers(html: str) -> int:
+        m = re.search(r'/customer/list/">[^<]*</a></td><td class="text-right">([\d,+]+)</td>', html)
+        assert m, "no customer count on the dashboard"
+        return int(m.group(1).replace(",", "").rstrip("+"))
+
+    rep = customers(world.browser("sales_rep_me").get("/").get_data(as_text=True))
+    admin = customers(world.browser("admin_me").get("/").get_data(as_text=True))
+    assert rep == 1  # only their own customer
+    assert admin == len([k for k in world.records if k[1] == "customer"])
+    assert "/contact/list/" not in world.browser("marketing_me").get("/").get_data(as_text=True)
+
+
+def test_list_requests_take_the_same_few_statements_for_every_role(world):
+    """The policy is compiled once per request: a scoped list costs no more statements than the
+    admin's, whatever the roles (counted with SQLAlchemy's cursor events)."""
+    from sqlalchemy import event
+
+    with world.app.app_context():
+        engine = world.app.extensions["crm"].db.engine
+    counts = {}
+    for user in ("admin_me", "sales_rep_me", "sales_manager_me", "marketing_me"):
+        api = world.api(user)
+        api.get("/api/v1/customer/")  # warm-up (first request of a token)
+        seen = []
+        listener = lambda *args: seen.append(args[2])  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            assert api.get("/api/v1/customer/").status_code == 200
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        counts[user] = len(seen)
+    assert len(set(counts.values())) == 1, counts
+    assert max(counts.values()) <= 6, counts

@@ -150,3 +150,43 @@ def test_approvals_screen_lists_and_decides(world):
     assert resp.status_code == 302
     assert _raw(world, "customer", rid, "contact_name") != "钱七"
     assert "钱七" not in ui.get("/crm/approvals/").get_data(as_text=True)
+
+
+def test_export_shows_what_the_user_sees_and_is_audited(world):
+    import io
+
+    from openpyxl import load_workbook
+
+    rid = world.records[("sales_rep_me", "customer")]
+    _set_phone(world, rid, "13812345678")
+    marketing = world.browser("marketing_me")  # customer: read + export, scope all, revenue hidden
+    resp = marketing.get("/customer/export/?format=xlsx")
+    assert resp.status_code == 200 and "attachment" in resp.headers["Content-Disposition"]
+    sheet = load_workbook(io.BytesIO(resp.data)).active
+    rows = list(sheet.values)
+    header, body = rows[0], rows[1:]
+    assert "客户名称" in header and "年营业额（元）" not in header  # hidden for marketing
+    phone = header.index("联系电话")
+    mine = next(r for r in body if r[0] == rid)
+    assert mine[phone] == "138****5678"
+    assert "13812345678" not in resp.get_data(as_text=False).decode("latin-1")
+    assert len(body) == int(resp.headers["X-Export-Rows"]) >= 4
+    # the export is on the audit trail with the number of rows
+    with world.app.app_context():
+        from sqlalchemy import select
+        b = world.app.extensions["crm"]
+        audit = b.models.system["audit"]
+        row = b.db.session.execute(select(audit.c.username, audit.c.quantity, audit.c.entity)
+                                   .where(audit.c.action == "export")).one()
+    assert tuple(row) == ("marketing_me", len(body), "customer")
+    # a sales rep may not export customers at all
+    assert world.browser("sales_rep_me").get("/customer/export/?format=csv").status_code == 403
+    # filters that would probe masked values are refused here too
+    probe = "/api/v1/customer/export?q=(filters:!((col:contact_phone,opr:ct,value:'1381')))"
+    assert world.api("marketing_me").get(probe).status_code == 400
+
+
+def test_list_offers_export_with_its_filters_only_to_exporters(world):
+    html = world.browser("marketing_me").get("/customer/list/?q=abc").get_data(as_text=True)
+    assert 'href="/customer/export/?format=xlsx&amp;q=abc"' in html
+    assert "crm-export" not in world.browser("sales_rep_me").get("/customer/list/").get_data(as_text=True)

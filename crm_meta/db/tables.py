@@ -77,6 +77,23 @@ def _columns(entity: Entity, user_table: Table, models_table: dict[str, str]) ->
     return attrs
 
 
+def _scope_indexes(entity: Entity) -> tuple:
+    """(owner, default sort) and (assignee, default sort): an `own`-scoped list reads its first page
+    straight from the index instead of sorting every row the user owns (bench/policy.py: SQLite
+    24.7 → 0.9 ms raw for a rep owning 10,000 of 1,000,000 customers)."""
+    if not entity.owned:
+        return ()
+    sort = entity.field(entity.sort_field)
+    if sort.is_multi:
+        return ()
+    out = []
+    for name in (entity.owner_field, entity.assignee_field):
+        if name:
+            column = entity.field(name).column
+            out.append(Index(f"ix_{entity.table}_{column}_{sort.column}", column, sort.column))
+    return tuple(out)
+
+
 def build_models(registry: Registry, user_model: type) -> ModelSet:
     """Tables, link tables and mapped classes for every entity of ``registry``."""
 
@@ -98,6 +115,7 @@ def build_models(registry: Registry, user_model: type) -> ModelSet:
             "version": version,
         }
         attrs.update(_columns(entity, user_table, {}))
+        attrs["__table_args__"] = _scope_indexes(entity)
         ms.models[entity.name] = type(_class_name(entity), (Base,), attrs)
     for entity in registry.entities:
         cls = ms.models[entity.name]

@@ -19,14 +19,18 @@ def _stored_digest(engine: Engine, models: ModelSet) -> str | None:
 
 
 def system_digest(models: ModelSet) -> str:
-    """A short hash of the engine's own tables, so that a release adding one migrates on next start."""
+    """A short hash of the physical schema the code builds (tables, columns, indexes), so that a
+    release changing what a declaration turns into (a new system table, a new index) migrates on
+    the next start even though the dictionary itself did not change."""
     import hashlib
 
     h = hashlib.sha256()
-    for name in sorted(models.system):
-        table = models.system[name]
+    for table in sorted(models.metadata.tables.values(), key=lambda t: t.name):
+        h.update(f"T{table.name}\x00".encode())
         for col in table.columns:
-            h.update(f"{table.name}.{col.name}:{col.type!r}:{col.nullable}\x00".encode())
+            h.update(f"{col.name}:{col.type!r}:{col.nullable}\x00".encode())
+        for index in sorted(table.indexes, key=lambda i: i.name or ""):
+            h.update(f"I{index.name}:{','.join(c.name for c in index.columns)}\x00".encode())
     return h.hexdigest()[:12]
 
 

@@ -62,8 +62,9 @@ class EntityApi(ModelRestApi):
         resp.headers["ETag"] = f'"{obj.version}"'
         return resp
 
-    def get_list_headless(self, **kwargs):
-        args = kwargs.get("rison", {})
+    def _list_args(self, args: dict):
+        """(filters, order column, order direction), or a 400 response: unknown columns, or columns
+        whose filtering or sorting would probe values the user may not see."""
         try:
             filters = self._handle_filters_args(args)
             order_column, order_direction = self._handle_order_args(args)
@@ -74,6 +75,14 @@ class EntityApi(ModelRestApi):
                                   + ([order_column] if order_column else []))
         if refused:
             return self.response_400(message=f"You may not filter or sort on: {', '.join(refused)}")
+        return filters, order_column, order_direction
+
+    def get_list_headless(self, **kwargs):
+        args = kwargs.get("rison", {})
+        parsed = self._list_args(args)
+        if not isinstance(parsed, tuple):
+            return parsed
+        filters, order_column, order_direction = parsed
         page, page_size = self._handle_page_args(args)
         count, rows = self.datamodel.query(filters, order_column, order_direction, page=page,
                                            page_size=page_size, search=request.args.get("search"))
@@ -294,6 +303,84 @@ class EntityApi(ModelRestApi):
         allowed = [f"can_{a}" for a in sorted(access.actions)]
         return self.response(200, fields=fields, permissions=allowed)
 
+    @expose("/export", methods=["GET"])
+    @protect()
+    @safe
+    @permission_name("export")
+    @rison(get_list_schema)
+    def export(self, **kwargs):
+        """Export the records you may read (same filters and search as the list) as CSV or Excel
+        ---
+        get:
+          parameters:
+          - in: query
+            name: q
+            content:
+              application/json:
+                schema: {$ref: '#/components/schemas/get_list_schema'}
+          - in: query
+            name: search
+            schema: {type: string}
+          - in: query
+            name: format
+            schema: {type: string, enum: [csv, xlsx], default: csv}
+          responses:
+            200:
+              description: The file (hidden fields left out, sensitive values masked; audited)
+            400: {$ref: '#/components/responses/400'}
+            401: {$ref: '#/components/responses/401'}
+            403: {$ref: '#/components/responses/403'}
+        """
+        from crm_meta.web.export import export_response
+
+        parsed = self._list_args(kwargs.get("rison", {}))
+        if not isinstance(parsed, tuple):
+            return parsed
+        filters, order_column, order_direction = parsed
+        fmt = request.args.get("format", "csv")
+        if fmt not in ("csv", "xlsx"):
+            return self.response_400(message="format must be csv or xlsx")
+        return export_response(self.entity, self.datamodel, filters, order_column, order_direction,
+                               request.args.get("search"), fmt)
+
+    @expose("/import", methods=["POST"])
+    @protect()
+    @safe
+    @permission_name("import")
+    def import_file(self):
+        """Import records from an uploaded Excel or CSV file (all rows or none)
+        ---
+        post:
+          requestBody:
+            required: true
+            content:
+              multipart/form-data:
+                schema:
+                  type: object
+                  properties:
+                    file: {type: string, format: binary}
+          responses:
+            200:
+              description: Every row was created
+              content:
+                application/json:
+                  schema: {type: object, properties: {created: {type: integer}}}
+            401: {$ref: '#/components/responses/401'}
+            403: {$ref: '#/components/responses/403'}
+            422:
+              description: Nothing was imported; each problem names its row, column and reason
+        """
+        from crm_meta.services.importing import ImportRefused
+        from crm_meta.web.importer import run_import
+
+        try:
+            created = run_import(self.entity.name, request.files.get("file"))
+        except ImportRefused as exc:
+            return self.response(422, message="Nothing was imported", errors=[p.as_dict() for p in exc.problems])
+        except RecordError as exc:
+            return self._error(exc)
+        return self.response(200, created=created)
+
     @expose("/<int:pk>/reveal", methods=["POST"])
     @protect()
     @safe
@@ -382,6 +469,7 @@ def make_api(entity: Entity, models) -> type[EntityApi]:
         "order_columns": [entity.field(n).column for n in entity.list_fields
                           if not entity.field(n).is_multi and not entity.field(n).is_fk] + ["id", "created_at"],
         "base_order": (entity.field(entity.sort_field).column, "desc" if entity.sort_desc else "asc"),
-        "include_route_methods": {"get", "get_list", "post", "put", "delete", "info", "reveal"},
+        "include_route_methods": {"get", "get_list", "post", "put", "delete", "info", "reveal", "export",
+                                  "import_file"},
     }
     return type(prefix, (EntityApi,), attrs)

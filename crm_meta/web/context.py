@@ -84,16 +84,27 @@ def _compile_policy():
     from sqlalchemy import select
 
     from crm_meta.metadata.model import DEPARTMENT_DICTIONARY
-    from crm_meta.services.policy import Policy, Principal, department_tree
+    from crm_meta.services.policy import Policy, Principal
 
     models = build().models
     member = models.system["member"]
+    items = models.system["dict_item"]
     user = current_app.appbuilder.sm.current_user
-    tree = (department_tree(dictionaries().items(DEPARTMENT_DICTIONARY, active_only=False))
-            if models.registry.has_dictionary(DEPARTMENT_DICTIONARY) else {})
-    if user is None or not getattr(user, "is_active", False):
+    signed_in = user is not None and getattr(user, "is_active", False)
+    # one statement: the department tree (codes and parents) and the user's own department
+    mine = (select(member.c.department).where(member.c.user_id == user.id).scalar_subquery()
+            if signed_in else None)
+    tree, department = {}, None
+    if models.registry.has_dictionary(DEPARTMENT_DICTIONARY):
+        stmt = select(items.c.code, items.c.attrs, *([mine] if signed_in else [])) \
+            .where(items.c.dictionary == DEPARTMENT_DICTIONARY)
+        for row in session().execute(stmt):
+            tree[row[0]] = (row[1] or {}).get("parent")
+            department = row[2] if signed_in else None
+    elif signed_in:
+        department = session().execute(select(mine)).scalar()
+    if not signed_in:
         return Policy(models.registry, Principal(None), tree, member)
-    roles = frozenset(r.name for r in user.roles)
-    department = session().execute(select(member.c.department).where(member.c.user_id == user.id)).scalar()
+    roles = frozenset(r.name for r in current_app.appbuilder.sm.get_user_roles(user))
     principal = Principal(user.id, roles, department, current_app.config["AUTH_ROLE_ADMIN"] in roles)
     return Policy(models.registry, principal, tree, member)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 SELF_SERVICE_VIEWS = ("UserInfoEditView", "ResetMyPasswordView")  # every user edits their own profile
 SELF_SERVICE_PERMISSIONS = ("can_userinfo", "resetmypassword", "userinfoedit")
+API_DOCUMENT_VIEWS = ("OpenApi", "SwaggerView")  # everyone reads the API document, filtered to their rights
 
 STATE_KEY = "permissions_digest"
 
@@ -52,7 +53,8 @@ def role_permissions(appbuilder, registry, pairs: set[tuple[str, str]]) -> dict[
         if role.superuser:
             out[role.name] = set(pairs)
             continue
-        want = {(p, v) for p, v in pairs if v in SELF_SERVICE_VIEWS or p in SELF_SERVICE_PERMISSIONS}
+        want = {(p, v) for p, v in pairs if v in SELF_SERVICE_VIEWS or p in SELF_SERVICE_PERMISSIONS
+                or v in API_DOCUMENT_VIEWS}
         for entity in registry.entities:
             grant = role.grant(entity.name)
             if grant is None or "read" not in grant.actions:

@@ -25,7 +25,7 @@ METHOD_PERMISSIONS = {
     "add": "create", "post": "create",
     "edit": "update", "put": "update",
     "delete": "delete", "action": "delete", "action_post": "delete",
-    "reveal": "reveal", "export": "export",
+    "reveal": "reveal", "export": "export", "import_file": "import",
 }
 
 
@@ -85,7 +85,7 @@ class EntityModelView(ModelView):
     page_size = 25
     # Only the routes that go through the records service: FAB's bulk-action routes load rows
     # without row filters and its download route serves files; neither is offered.
-    include_route_methods = {"list", "show", "add", "edit", "delete"}
+    include_route_methods = {"list", "show", "add", "edit", "delete", "export", "import_file"}
 
     # list --------------------------------------------------------------------------------------
     def _get_list_widget(self, filters, actions=None, order_column="", order_direction="",
@@ -218,6 +218,11 @@ class EntityModelView(ModelView):
         kwargs.setdefault("entity", self.entity)
         kwargs.setdefault("lang", current_lang())
         kwargs.setdefault("crm_show", g.get("crm_show"))
+        kwargs.setdefault("crm_can_export", context.policy().can(self.entity.name, "export"))
+        kwargs.setdefault("crm_export_url", url_for(f"{self.__class__.__name__}.export"))
+        kwargs.setdefault("crm_can_import", context.policy().can(self.entity.name, "import"))
+        kwargs.setdefault("crm_import_url", url_for(f"{self.__class__.__name__}.import_file"))
+        kwargs.setdefault("crm_query", request.query_string.decode("utf-8", "replace"))
         return super().render_template(template, **kwargs)
 
     # writes ------------------------------------------------------------------------------------
@@ -300,6 +305,53 @@ class EntityModelView(ModelView):
 
     def post_delete_redirect(self):
         return self._to_list()
+
+    @expose("/export/")
+    @has_access
+    def export(self):
+        """The list's rows (same filters and search) as an Excel or CSV file."""
+        from flask_appbuilder.urltools import get_filter_args, get_order_args
+
+        from crm_meta.web.export import export_response
+
+        get_filter_args(self._filters)
+        refused = refused_filters(self.entity.name, [f.column_name for f, _ in self._filters.get_filters_values()])
+        if refused:
+            abort(400)
+        order_column, order_direction = get_order_args().get(self.__class__.__name__, ("", ""))
+        if not order_column or refused_filters(self.entity.name, [order_column]):
+            order_column, order_direction = self.base_order or ("", "")
+        return export_response(self.entity, self.datamodel, self._filters.get_joined_filters(self._base_filters),
+                               order_column, order_direction, request.args.get("q"),
+                               request.args.get("format", "xlsx"))
+
+    @expose("/import/", methods=["GET", "POST"])
+    @has_access
+    def import_file(self):
+        """Upload an Excel or CSV file: all rows are created, or none and every problem is listed."""
+        from crm_meta.services.importing import ImportRefused
+        from crm_meta.web.importer import run_import
+
+        problems = []
+        if request.method == "POST":
+            try:
+                created = run_import(self.entity.name, request.files.get("file"))
+            except ImportRefused as exc:
+                problems = exc.problems
+            except RecordError as exc:
+                flash(str(exc), "danger")
+            else:
+                flash(t(f"已导入 {created} 条记录", f"Imported {created} records"), "success")
+                return self._to_list()
+        lang = current_lang()
+        return self.render_template(
+            "crm/import.html", problems=problems, title=t("导入", "Import") + " — " + self.entity.label.get(lang),
+            hint=t("上传 Excel（.xlsx）或 CSV 文件；列名用字段名称（与导出的表头相同）。任何一行有错误时不导入任何记录。",
+                   "Upload an Excel (.xlsx) or CSV file; columns are the field labels (as an export writes "
+                   "them). If any row has a problem, nothing is imported."),
+            submit=t("导入", "Import"), back=url_for(f"{self.__class__.__name__}.list"), back_label=t("返回", "Back"),
+            refused=t(f"未导入任何记录：发现 {len(problems)} 个问题", f"Nothing was imported: {len(problems)} problem(s)"),
+            row_label=t("行", "Row"), column_label=t("列", "Column"), reason_label=t("原因", "Reason"))
 
     @expose("/delete/<pk>", methods=["POST"])
     @has_access
