@@ -218,7 +218,7 @@ def check_stamp(app, client, headers: dict, people: People) -> dict:
     sales_south rep), compare their stamped department with what the loader writes, remove them."""
     from sqlalchemy import text
 
-    body = {"name": "盖章检查有限公司", "customer_type": "intent", "industry": "retail",
+    body = {"name": "盖章检查有限公司", "customer_type": "prospect", "industry": "retail",
             "contact_name": "王五", "contact_phone": "13812345678"}
     other = next(u for u in people.owners if people.department[u] == "sales_south")
     made = []

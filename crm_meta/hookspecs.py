@@ -180,3 +180,27 @@ def crm_after_delete(entity: str, record: Any, actor: Actor, session: Session) -
     ``actor``; ``session``.
     Returns: nothing; an exception rolls the delete back.
     """
+
+
+@hookspec
+def crm_before_transition(entity: str, record: Any, field: str, source: str | None, target: str, actor: Actor,
+                          session: Session) -> None:
+    """A pipeline field (stage, status) is about to move.
+
+    When: in ``crm_meta.services.pipelines.transition`` after the move was found allowed for the
+    user and its requirements are met, before the record is written; same transaction.
+    Arguments: ``entity``; ``record`` — still holding the old state; ``field`` — the pipeline's
+    field (e.g. ``"stage"``); ``source`` / ``target`` — the state codes; ``actor``; ``session``.
+    Returns: nothing; raise ``HookRefused(message)`` to refuse (nothing changes).
+    """
+
+
+@hookspec
+def crm_after_transition(entity: str, record: Any, field: str, source: str | None, target: str, actor: Actor,
+                         session: Session) -> None:
+    """A pipeline field moved (record written, status history stored, not yet committed).
+
+    When: at the end of ``crm_meta.services.pipelines.transition``, after ``crm_after_update``.
+    Arguments: as ``crm_before_transition``; ``record`` holds the new state and version.
+    Returns: nothing; an exception rolls the whole move back.
+    """

@@ -43,11 +43,11 @@ log = logging.getLogger("crm_meta.plugins")
 
 PROJECT = hookspecs.PROJECT
 ENTRY_POINT_GROUP = "crm_meta.plugins"
-BUILTINS = ("crm_meta.builtin",)
+BUILTINS = ("crm_meta.builtin", "crm_meta.assignment", "crm_meta.process")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 JOB_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 RECORD_HOOKS = ("crm_before_create", "crm_after_create", "crm_before_update", "crm_after_update",
-                "crm_before_delete", "crm_after_delete")
+                "crm_before_delete", "crm_after_delete", "crm_before_transition", "crm_after_transition")
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 

@@ -16,8 +16,8 @@ def credit_code(n: int) -> str:
 def api_value(f: Field, refs: dict[str, int], user_id: int, dicts) -> Any:
     """A valid JSON value for ``f`` (as a REST client sends it)."""
     n = next(_seq)
-    if f.storage == "code":
-        return dicts.items(f.dictionary, group=f.group)[-1].code
+    if f.storage == "code":  # the declared default (a pipeline's initial state), else the last item
+        return f.default if isinstance(f.default, str) else dicts.items(f.dictionary, group=f.group)[-1].code
     if f.is_multi:
         return [i.code for i in dicts.items(f.dictionary, group=f.group)[:2]]
     if f.storage == "fk_entity":

@@ -76,7 +76,7 @@ def test_a_new_field_in_yaml_becomes_a_column_on_restart_and_a_removed_one_is_re
     created = first.post("/api/v1/contact/", json={"name": "x"})
     assert created.status_code == 422  # customer is required
     cust = first.post("/api/v1/customer/", json={
-        "name": "保留的数据", "customer_type": "won", "industry": "finance", "contact_name": "赵六",
+        "name": "保留的数据", "customer_type": "prospect", "industry": "finance", "contact_name": "赵六",
         "contact_phone": "13700000000"})
     assert cust.status_code == 201
 

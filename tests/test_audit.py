@@ -48,7 +48,7 @@ def _dicts(app):
 
 
 def _customer_body(name="审计测试有限公司", phone=PHONE):
-    return {"name": name, "customer_type": "intent", "industry": "retail",
+    return {"name": name, "customer_type": "prospect", "industry": "retail",
             "contact_name": "王五", "contact_phone": phone}
 
 

@@ -68,7 +68,7 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     other = f"上海无关{tag}贸易有限公司"
     # An unrelated customer created beforehand through the REST API.
     resp = api.post("/api/v1/customer/", json={
-        "name": other, "customer_type": "won", "industry": "retail",
+        "name": other, "customer_type": "prospect", "industry": "retail",
         "contact_name": "李四", "contact_phone": "13900000000"})
     assert resp.status_code == 201, resp.get_data(as_text=True)
 
@@ -87,7 +87,7 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     page.locator('a[href^="/customer/add"]').first.click()  # the list's "+" button
     page.wait_for_url(re.compile(r"/customer/add"))
     page.fill("#name", name)
-    select2_pick(page, "customer_type", "意向客户")
+    expect(page.locator("#customer_type")).to_have_count(0)  # a pipeline field: starts as 潜在客户
     select2_pick(page, "industry", "制造业")
     page.fill("#contact_name", "张三")
     page.fill("#contact_phone", "13812345678")
@@ -110,7 +110,7 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     expect(rows).to_have_count(1)
     row = rows.first
     expect(row).to_contain_text(name)
-    expect(row).to_contain_text("意向客户")
+    expect(row).to_contain_text("潜在客户")
     expect(row).to_contain_text("制造业")
     expect(row).to_contain_text("138****5678")  # masked, even for the admin
     days = "|".join({d.strftime("%Y%m%d") for d in (day_before, day_after)})
@@ -156,7 +156,7 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     expect(header).to_contain_text("Customer No.")
     assert not CJK.search(header.inner_text()), header.inner_text()
     expect(page.locator(".panel-heading").first).to_contain_text("Customer")
-    expect(page.locator(f"{LIST} tbody tr", has_text=name)).to_contain_text("Intent")  # dictionary labels too
+    expect(page.locator(f"{LIST} tbody tr", has_text=name)).to_contain_text("Prospect")  # dictionary labels too
     page.screenshot(path=tmp_path / "english.png", full_page=True)
 
     # 6. A contact whose customer is picked through the AJAX lookup box. --------------------------
@@ -225,3 +225,50 @@ def test_sales_rep_sees_own_customers_masked_and_a_managers_reveal_is_audited(ma
     table = page.locator("table").filter(has_text="sales_manager_me")
     expect(table.first).to_be_visible()
     expect(table.first).to_contain_text("联系电话")
+
+
+def test_kanban_drag_into_contract_signed_needs_the_contract(make_app, live_server, page: Page):
+    """Drag an opportunity into 合同签订 without a contract: refused, naming what is missing; fill
+    the contract in and the move is recorded in the status history."""
+    from test_access_matrix import World
+
+    from crm_meta.services.records import Actor, RecordService
+
+    page.set_default_timeout(TIMEOUT_MS)
+    world = World(make_app(CRM_DISABLED_PLUGINS="crm_lifecycle"))
+    rid = world.records[("sales_rep_me", "opportunity")]
+    with world.app.app_context():  # bring the deal to negotiation (as the system: demo history)
+        b = world.app.extensions["crm"]
+        RecordService(b.db.session, b.models, "opportunity", Actor(None)).update(
+            rid, {"stage": "negotiation", "contract_no": None, "contract_amount": None, "effective_date": None})
+        b.db.session.commit()
+    base = live_server(world.app)
+    _sign_in(page, base, "sales_rep_me", world.passwords["sales_rep_me"])
+    page.goto(f"{base}/crm/board/opportunity/?field=stage")
+    card = page.locator(f".crm-card[data-id='{rid}']")
+    expect(page.locator(".crm-board-column[data-state=negotiation]").locator(card)).to_have_count(1)
+    card.drag_to(page.locator(".crm-board-column[data-state=contract_signed] .crm-board-cards"))
+    error = page.locator(".crm-board-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("合同编号")
+    expect(error).to_contain_text("合同金额")
+    expect(page.locator(".crm-board-column[data-state=negotiation]").locator(card)).to_have_count(1)
+
+    page.locator(".crm-board-fill").click()
+    page.fill("#contract_no", "HT-2026-001")
+    page.fill("#contract_amount", "480000")
+    page.fill("#comment", "客户已盖章")
+    # the date picker widget owns its input; set the value as picking a day does
+    page.eval_on_selector("#effective_date", "el => { el.value = '2026-12-01'; }")
+    page.locator("#crm-move-submit").click()
+    page.wait_for_load_state()
+    import re as _re
+    assert f"/opportunity/show/{rid}" in page.url, _re.findall(r'<label for="(\w+)"[^<]*</label>(?:(?!form-group).)*?help-block">([^<]*)', page.content(), _re.S) + \
+        _re.findall(r'alert[^>]*>([^<]{0,200})', page.content())
+    history = page.locator("table.crm-status-history")
+    expect(history).to_contain_text("商务谈判")
+    expect(history).to_contain_text("合同签订")
+    expect(history).to_contain_text("客户已盖章")
+    page.goto(f"{base}/crm/board/opportunity/?field=stage")
+    expect(page.locator(".crm-board-column[data-state=contract_signed]").locator(
+        f".crm-card[data-id='{rid}']")).to_have_count(1)

@@ -78,24 +78,29 @@ def test_the_examples_implement_every_hook_and_run(tmp_path, caplog):
     assert implemented >= set(HOOKS), f"docs/plugins.md has no example of {sorted(set(HOOKS) - implemented)}"
 
     api = api_client(app)
-    body = {"name": "甲公司", "customer_type": "churned", "industry": "finance", "contact_name": "王五",
+    body = {"name": "甲公司", "grade": "C", "industry": "finance", "contact_name": "王五",
             "contact_phone": "13700000000", "vip": True}
     refused = api.post("/api/v1/customer/", json=body)  # crm_schema_paths added `vip`; crm_before_create
-    assert refused.status_code == 422 and refused.json["message"] == "流失客户不能设为重要客户"
+    assert refused.status_code == 422 and refused.json["message"] == "C级客户不能设为重要客户"
     with caplog.at_level(logging.INFO, logger="crm_vip"):
-        created = api.post("/api/v1/customer/", json={**body, "customer_type": "won"})
+        created = api.post("/api/v1/customer/", json={**body, "grade": "A"})
         assert created.status_code == 201, created.json
         rid = created.json["id"]
-        churn = api.put(f"/api/v1/customer/{rid}", json={"customer_type": "churned", "version": 1})
+        churn = api.put(f"/api/v1/customer/{rid}", json={"grade": "C", "version": 1})
         assert churn.status_code == 422  # crm_before_update
         assert api.delete(f"/api/v1/customer/{rid}").status_code == 422  # crm_before_delete
-        assert api.put(f"/api/v1/customer/{rid}", json={"vip": False, "version": 1}).status_code == 200
+        move = f"/api/v1/customer/{rid}/transition"
+        refused = api.post(move, json={"to": "churned", "comment": "不再合作"})  # crm_before_transition
+        assert refused.status_code == 422 and "流失" in refused.json["message"]
+        assert api.post(move, json={"to": "intent"}).status_code == 200  # crm_after_transition
+        assert api.put(f"/api/v1/customer/{rid}", json={"vip": False, "version": 2}).status_code == 200
         assert api.delete(f"/api/v1/customer/{rid}").status_code == 200
     assert "VIP customer 甲公司 (#1) added by user 1" in caplog.text  # crm_after_create
-    assert "customer #1 VIP True -> False (version 2)" in caplog.text  # crm_after_update
+    assert "customer #1 VIP True -> False (version 3)" in caplog.text  # crm_after_update
+    assert "customer #1 customer_type: prospect -> intent" in caplog.text  # crm_after_transition
     assert "customer 甲公司 (#1) deleted by user 1" in caplog.text  # crm_after_delete
 
-    created = api.post("/api/v1/customer/", json={**body, "name": "乙公司", "customer_type": "won"})
+    created = api.post("/api/v1/customer/", json={**body, "name": "乙公司", "grade": "A"})
     assert created.status_code == 201
     client = login(app.test_client(), app)
     assert "<li>乙公司</li>" in client.get("/vip/").get_data(as_text=True)  # crm_register_views

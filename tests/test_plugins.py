@@ -20,12 +20,12 @@ from sqlalchemy import func, select, text
 
 from crm_meta import hookimpl
 from crm_meta.errors import HookFailed, HookRefused, PluginError
-from crm_meta.plugins import Widget, load_plugins
+from crm_meta.plugins import BUILTINS, Widget, load_plugins
 from crm_meta.services.records import Actor, RecordService
 from crm_meta.testing import api_client
 
 ROOT = Path(__file__).resolve().parent.parent
-CUSTOMER = {"name": "插件测试客户", "customer_type": "won", "industry": "finance", "contact_name": "赵六",
+CUSTOMER = {"name": "插件测试客户", "customer_type": "prospect", "industry": "finance", "contact_name": "赵六",
             "contact_phone": "13700000000"}
 _names = itertools.count(1)
 
@@ -321,7 +321,8 @@ def test_bundled_example_is_discovered_but_off_by_default():
     assert any(p.name == "schemas" and p.parent.name == "crm_birthday" for p in chosen.schema_paths())
     assert _info(chosen, "crm_meta.builtin").enabled  # CRM_PLUGINS selects among the optional ones
 
-    off = load_plugins({"CRM_PLUGINS": "crm_birthday", "CRM_DISABLED_PLUGINS": "crm_birthday, crm_meta.builtin"})
+    off = load_plugins({"CRM_PLUGINS": "crm_birthday",
+                        "CRM_DISABLED_PLUGINS": "crm_birthday, crm_meta.builtin, crm_meta.process"})
     assert not _info(off, "crm_birthday").enabled and "CRM_DISABLED_PLUGINS" in _info(off, "crm_birthday").reason
     assert not _info(off, "crm_meta.builtin").enabled and off.widgets == []
 
@@ -334,7 +335,8 @@ def test_disabled_plugins_contribute_nothing(tmp_path):
     registry = app.extensions["crm"].registry
     assert not registry.entity("contact").has_field("birthday_reminder")
     plugins = app.extensions["crm"].plugins
-    assert plugins.jobs == {} and "birthdays" not in plugins.commands
+    assert not any(j.plugin in ("crm_birthday", "recorder") for j in plugins.jobs.values())
+    assert "birthdays" not in plugins.commands
     assert api_client(app).post("/api/v1/customer/", json=CUSTOMER).status_code == 201
     assert rec.calls == []
 
@@ -383,7 +385,7 @@ def test_bundled_layouts_and_entry_points(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     plugins = load_plugins({"CRM_PLUGIN_PATH": str(base)})
     found = {i.name: i for i in plugins.infos}
-    assert set(found) == {"crm_meta.builtin", "ep_plugin", flat, split, project}
+    assert set(found) == {*BUILTINS, "ep_plugin", flat, split, project}
     assert found[flat].hooks == ["crm_cli_commands"] and found[flat].version == "2.5"
     assert found[split].hooks == ["crm_scheduled_jobs"] and found[split].version == "1.0"
     assert plugins.jobs["tick"].interval == timedelta(seconds=60) and plugins.jobs["tick"].plugin == split

@@ -86,7 +86,7 @@ def test_files_without_extend_keep_their_digest():
 
     files, _ = load_files([DEFAULT_SCHEMAS])
     docs = [{k: (f.data or {}).get(k) for k in ("menus", "dictionaries", "entities")}
-            | ({"roles": f.data["roles"]} if (f.data or {}).get("roles") else {}) for f in files]
+            | {k: f.data[k] for k in ("roles", "pipelines") if (f.data or {}).get(k)} for f in files]
     docs.sort(key=lambda d: json.dumps(d, sort_keys=True, default=_json_default))
     assert load_registry([DEFAULT_SCHEMAS]).digest == digest_of(docs)
 

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 
 SYSTEM_TABLES = ("crm_dict_item", "crm_sequence", "crm_schema_state", "crm_member", "crm_audit", "crm_alert",
-                 "crm_change_request")
+                 "crm_change_request", "crm_status_history", "crm_notification")
 
 
 def define_system_tables(metadata: MetaData) -> dict[str, Table]:
@@ -55,7 +55,9 @@ def define_system_tables(metadata: MetaData) -> dict[str, Table]:
     )
     audit, alert = define_audit_tables(metadata)
     return {"dict_item": dict_item, "sequence": sequence, "state": state, "member": member,
-            "audit": audit, "alert": alert, "change_request": define_change_request_table(metadata)}
+            "audit": audit, "alert": alert, "change_request": define_change_request_table(metadata),
+            "status_history": define_status_history_table(metadata),
+            "notification": define_notification_table(metadata)}
 
 
 def define_audit_tables(metadata: MetaData) -> tuple[Table, Table]:
@@ -124,4 +126,43 @@ def define_change_request_table(metadata: MetaData) -> Table:
         Column("comment", Text),
         Index("ix_crm_change_request_record", "entity", "record_id", "status"),
         Index("ix_crm_change_request_status", "status", "requested_at"),
+    )
+
+
+def define_status_history_table(metadata: MetaData) -> Table:
+    """Every move of a pipeline field (stage, status): from → to, who, when, why."""
+    return Table(
+        "crm_status_history", metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("entity", String(64), nullable=False),
+        Column("record_id", BigInteger, nullable=False),
+        Column("field", String(64), nullable=False),
+        Column("from_code", String(64)),
+        Column("to_code", String(64), nullable=False),
+        Column("user_id", Integer),
+        Column("username", String(256)),
+        Column("at", DateTime, nullable=False),
+        Column("comment", Text),
+        Index("ix_crm_status_history_record", "entity", "record_id", "id"),
+    )
+
+
+def define_notification_table(metadata: MetaData) -> Table:
+    """What the system tells a user (follow-up reminders, SLA escalations): listed on
+    /crm/notifications/ until read. ``dedupe_key`` makes a notice idempotent per user and kind (the
+    day of a reminder, the ticket of an escalation): writers insert with ON CONFLICT DO NOTHING."""
+    return Table(
+        "crm_notification", metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("user_id", Integer, nullable=False),
+        Column("kind", String(32), nullable=False),  # follow_up_due | sla_breach | ...
+        Column("entity", String(64)),
+        Column("record_id", BigInteger),
+        Column("message", Text, nullable=False),  # Chinese text; detail has {"zh", "en", ...}
+        Column("detail", JSON),
+        Column("dedupe_key", String(80), nullable=False),
+        Column("created_at", DateTime, nullable=False),  # naive UTC
+        Column("read_at", DateTime),
+        UniqueConstraint("user_id", "kind", "dedupe_key", name="uq_crm_notification_user_kind_key"),
+        Index("ix_crm_notification_user_read", "user_id", "read_at", "id"),
     )

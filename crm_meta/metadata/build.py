@@ -19,9 +19,12 @@ from crm_meta.metadata.model import (
     ACTIONS,
     DEPARTMENT_DICTIONARY,
     DEPARTMENT_FIELD,
+    Evidence,
     Grant,
+    Pipeline,
     Registry,
     Role,
+    Transition,
 )
 
 
@@ -148,6 +151,28 @@ def build_role(name: str, body: dict) -> Role:
                 tuple(body.get("screens") or ()))
 
 
+def build_pipeline(name: str, body: dict, dictionaries: dict[str, Any], entities: dict[str, dict]) -> Pipeline:
+    """A pipeline; ``from: '*'`` expands to every state of the field's dictionary except the target."""
+    field_body = ((entities.get(body["entity"]) or {}).get("fields") or {}).get(body["field"]) or {}
+    states = [str(i["code"]) for i in (dictionaries.get(field_body.get("dictionary")) or {}).get("items") or ()]
+    transitions = []
+    for t in body["transitions"]:
+        src = t["from"]
+        sources = frozenset(s for s in states if s != t["to"]) if src == "*" else frozenset(
+            [src] if isinstance(src, str) else src)
+        evidence = tuple(Evidence(field_name=e) if isinstance(e, str) else
+                         Evidence(related=e["related"], where=MappingProxyType(dict(e["where"])))
+                         for e in t.get("requires_one_of") or ())
+        transitions.append(Transition(
+            sources=sources, target=t["to"], label=label(t["label"]) if "label" in t else None,
+            roles=frozenset(t["roles"]) if "roles" in t else None, requires=tuple(t.get("requires") or ()),
+            requires_one_of=evidence, sets=MappingProxyType(dict(t.get("set") or {})),
+            notify_owner=bool(t.get("notify_owner")), comment_required=bool(t.get("comment_required"))))
+    initial = body.get("initial") or field_body.get("default")
+    return Pipeline(name, label(body["label"], name), body["entity"], body["field"],
+                    str(initial) if initial is not None else None, tuple(transitions))
+
+
 def _json_default(value: Any) -> str:
     if isinstance(value, (date, datetime)):
         return value.isoformat()
@@ -165,6 +190,9 @@ def digest_of(documents: Iterable[Any]) -> str:
 def build_registry(files) -> Registry:
     """Merge validated files (LoadedFile) into a Registry."""
     entities, dictionaries, menus, roles, docs = [], [], [], [], []
+    pipeline_bodies: list[tuple[str, dict]] = []
+    all_dicts = {n: b for f in files for n, b in ((f.data or {}).get("dictionaries") or {}).items()}
+    all_entities = {n: b for f in files for n, b in ((f.data or {}).get("entities") or {}).items()}
     departments = any(DEPARTMENT_DICTIONARY in ((f.data or {}).get("dictionaries") or {}) for f in files)
     extensions: dict[str, list[tuple[dict, Any]]] = {}
     for f in files:
@@ -173,7 +201,7 @@ def build_registry(files) -> Registry:
     for f in files:
         data = f.data or {}
         doc = {k: data.get(k) for k in ("menus", "dictionaries", "entities")}
-        for optional in ("extend", "roles"):  # absent keys leave older files' digests as they were
+        for optional in ("extend", "roles", "pipelines"):  # absent keys leave older files' digests as they were
             if data.get(optional):
                 doc[optional] = data[optional]
         docs.append(doc)
@@ -186,6 +214,8 @@ def build_registry(files) -> Registry:
                                          extensions.get(name, ()), departments))
         for name, body in (data.get("roles") or {}).items():
             roles.append(build_role(name, body))
+        for name, body in (data.get("pipelines") or {}).items():
+            pipeline_bodies.append((name, body))
     docs.sort(key=lambda d: json.dumps(d, sort_keys=True, default=_json_default))
     return Registry(
         entities=tuple(sorted(entities, key=lambda e: (e.menu or "", e.order, e.name))),
@@ -193,4 +223,5 @@ def build_registry(files) -> Registry:
         menus=tuple(sorted(menus, key=lambda m: (m.order, m.name))),
         digest=digest_of(docs),
         roles=tuple(sorted(roles, key=lambda r: r.name)),
+        pipelines=tuple(build_pipeline(n, b, all_dicts, all_entities) for n, b in sorted(pipeline_bodies)),
     )

@@ -197,6 +197,44 @@ class Role:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One alternative of ``requires_one_of``: a field with a value, or a related record."""
+
+    field_name: str | None = None
+    related: str | None = None
+    where: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Transition:
+    sources: frozenset[str]
+    target: str
+    label: Label | None = None
+    roles: frozenset[str] | None = None  # None: every role that may update the entity
+    requires: tuple[str, ...] = ()
+    requires_one_of: tuple[Evidence, ...] = ()
+    sets: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    notify_owner: bool = False
+    comment_required: bool = False
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    label: Label
+    entity: str
+    field_name: str
+    initial: str | None
+    transitions: tuple[Transition, ...]
+
+    def moves_from(self, state: str | None) -> tuple[Transition, ...]:
+        return tuple(t for t in self.transitions if state in t.sources)
+
+    def move(self, source: str | None, target: str) -> Transition | None:
+        return next((t for t in self.transitions if source in t.sources and t.target == target), None)
+
+
+@dataclass(frozen=True)
 class Registry:
     """A whole built data dictionary; ``digest`` changes whenever any declaration does."""
 
@@ -205,8 +243,11 @@ class Registry:
     menus: tuple[Menu, ...]
     digest: str
     roles: tuple[Role, ...] = ()
+    pipelines: tuple[Pipeline, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_pipelines", MappingProxyType(
+            {(p.entity, p.field_name): p for p in self.pipelines}))
         object.__setattr__(self, "_roles", MappingProxyType({r.name: r for r in self.roles}))
         object.__setattr__(self, "_entities", MappingProxyType({e.name: e for e in self.entities}))
         object.__setattr__(self, "_dicts", MappingProxyType({d.name: d for d in self.dictionaries}))
@@ -223,6 +264,12 @@ class Registry:
 
     def role(self, name: str) -> Role | None:
         return self._roles.get(name)  # type: ignore[attr-defined]
+
+    def pipeline(self, entity: str, field_name: str) -> Pipeline | None:
+        return self._pipelines.get((entity, field_name))  # type: ignore[attr-defined]
+
+    def pipelines_of(self, entity: str) -> tuple[Pipeline, ...]:
+        return tuple(p for p in self.pipelines if p.entity == entity)
 
     def has_dictionary(self, name: str) -> bool:
         return name in self._dicts  # type: ignore[attr-defined]

@@ -15,8 +15,12 @@ from crm_meta.schema.loader import LoadedFile, one_line
 from crm_meta.schema.reserved import reserved_reason
 from crm_meta.schema.structure import IDENTIFIER, dotted, json_schema, structure_issues, suggest
 
-SECTIONS = ("menus", "dictionaries", "entities", "roles")
-SINGULAR = {"menus": "menu", "dictionaries": "dictionary", "entities": "entity", "roles": "role"}
+SECTIONS = ("menus", "dictionaries", "entities", "roles", "pipelines")
+SINGULAR = {"menus": "menu", "dictionaries": "dictionary", "entities": "entity", "roles": "role",
+            "pipelines": "pipeline"}
+
+PROCESS_ATTRS = {"cadence_days": "days", "response_hours": "hours", "resolve_hours": "hours"}
+ESCALATE_VALUES = ("manager",)
 
 __all__ = ["SECTIONS", "autonumber_problem", "json_schema", "meaning_issues", "structure_issues", "validate_files"]
 
@@ -98,6 +102,8 @@ class _Checker:
                 self.check_entity(f, name, body)
             elif section == "roles":
                 self.check_role(f, name, body)
+            elif section == "pipelines":
+                self.check_pipeline(f, name, body)
         for i, (name, f, body) in enumerate(self.decls.extensions):
             self.check_extension(i, f, name, body)
         self.check_departments()
@@ -134,6 +140,111 @@ class _Checker:
                     self.add(f, path + ("fields", fname),
                              f"entity '{entity}' has no field '{fname}'{suggest(fname, fields)}", key=True)
 
+    def check_pipeline(self, f: LoadedFile, name: str, body: Any) -> None:
+        """Entity, enum field, states of its dictionary, roles, fields, evidence; every state reachable."""
+        base = ("pipelines", name)
+        if not isinstance(body, dict):
+            return
+        entity = body.get("entity")
+        if not is_name(entity):
+            return
+        if self.decls.known("entities", entity) is False:
+            self.add(f, base + ("entity",), self.decls.unknown("entities", entity))
+            return
+        fields = self.entity_fields(entity)
+        if fields is None:
+            return
+        fname = body.get("field")
+        if not is_name(fname):
+            return
+        if fname not in fields:
+            self.add(f, base + ("field",), f"entity '{entity}' has no field '{fname}'{suggest(fname, fields)}")
+            return
+        ftype = field_type(fields[fname])
+        if ftype is None or ftype.name != "enum":
+            self.add(f, base + ("field",), f"a pipeline governs an enum field; '{fname}' is "
+                     f"{ftype.name if ftype else 'not a field'}")
+            return
+        dictionary = fields[fname].get("dictionary")
+        states = self.decls.codes(dictionary) if is_name(dictionary) else None
+        if states is None:
+            return
+        known_states = sorted(states)
+
+        def state(path: tuple, code: Any) -> None:
+            if isinstance(code, str) and code != "*" and code not in states:
+                self.add(f, path, f"unknown state '{code}' (states of dictionary "
+                         f"'{fields[fname].get('dictionary')}': {', '.join(known_states)}){suggest(code, states)}")
+
+        initial = body.get("initial", fields[fname].get("default"))
+        if initial is None:
+            self.add(f, base, "the pipeline needs an `initial` state (or a `default` on its field)", key=True)
+        else:
+            state(base + ("initial",) if "initial" in body else base + ("field",), str(initial))
+        edges: dict[str, set[str]] = {}
+        transitions = body.get("transitions")
+        for i, t in enumerate(transitions if isinstance(transitions, list) else []):
+            if not isinstance(t, dict):
+                continue
+            path = base + ("transitions", i)
+            src, dst = t.get("from"), t.get("to")
+            state(path + ("to",), dst)
+            sources = [s for s in states if s != dst] if src == "*" else ([src] if isinstance(src, str) else
+                                                                          src if isinstance(src, list) else [])
+            for j, s_ in enumerate(sources if isinstance(src, list) else []):
+                state(path + ("from", j), s_)
+            if isinstance(src, str):
+                state(path + ("from",), src)
+            for s_ in sources:
+                if isinstance(s_, str) and isinstance(dst, str):
+                    edges.setdefault(s_, set()).add(dst)
+            for j, role in enumerate(t.get("roles") or []):
+                if is_name(role) and self.decls.known("roles", role) is False:
+                    self.add(f, path + ("roles", j), self.decls.unknown("roles", role))
+            for key in ("requires",):
+                for j, ref in enumerate(t.get(key) or []):
+                    if is_name(ref) and ref not in fields:
+                        self.add(f, path + (key, j), f"entity '{entity}' has no field '{ref}'{suggest(ref, fields)}")
+            for ref in (t.get("set") or {}) if isinstance(t.get("set"), dict) else ():
+                if is_name(ref) and ref not in fields:
+                    self.add(f, path + ("set", ref), f"entity '{entity}' has no field '{ref}'{suggest(ref, fields)}",
+                             key=True)
+            for j, ev in enumerate(t.get("requires_one_of") or []):
+                if isinstance(ev, str):
+                    if is_name(ev) and ev not in fields:
+                        self.add(f, path + ("requires_one_of", j),
+                                 f"entity '{entity}' has no field '{ev}'{suggest(ev, fields)}")
+                elif isinstance(ev, dict) and is_name(ev.get("related")):
+                    rel = ev["related"]
+                    if self.decls.known("entities", rel) is False:
+                        self.add(f, path + ("requires_one_of", j, "related"), self.decls.unknown("entities", rel))
+                        continue
+                    rfields = self.entity_fields(rel) or {}
+                    if rfields and not any(isinstance(b, dict) and b.get("type") == "reference"
+                                           and b.get("entity") == entity for b in rfields.values()):
+                        self.add(f, path + ("requires_one_of", j, "related"),
+                                 f"entity '{rel}' has no reference field to '{entity}'")
+                    for ref in (ev.get("where") or {}) if isinstance(ev.get("where"), dict) else ():
+                        if rfields and ref not in rfields:
+                            self.add(f, path + ("requires_one_of", j, "where", ref),
+                                     f"entity '{rel}' has no field '{ref}'{suggest(ref, rfields)}", key=True)
+        if isinstance(initial, str) and initial in states and edges:
+            seen, todo = {initial}, [initial]
+            while todo:
+                for nxt in edges.get(todo.pop(), ()):
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        todo.append(nxt)
+            unreachable = sorted(states - seen)
+            if unreachable:
+                self.add(f, base + ("transitions",), f"states not reachable from '{initial}': "
+                         f"{', '.join(unreachable)} (add a transition into them, or remove them)")
+        for other in self.decls.first["pipelines"].items():
+            oname, (of, obody) = other
+            if oname != name and isinstance(obody, dict) and obody.get("entity") == entity \
+                    and obody.get("field") == fname and oname < name:
+                self.add(f, base + ("field",), f"field '{entity}.{fname}' already has the pipeline '{oname}'")
+
     def check_departments(self) -> None:
         """The department dictionary is a tree: each item's ``attrs.parent`` names another item, no cycles."""
         found = self.decls.first["dictionaries"].get("department")
@@ -159,7 +270,34 @@ class _Checker:
             if at == code:
                 self.add(f, path, f"department '{code}' is its own ancestor (the departments must form a tree)")
 
+    def check_process_attrs(self, f: LoadedFile, name: str, body: Any) -> None:
+        """Item attrs the follow-up cadence and the ticket SLAs read (crm_meta/services/followups.py, sla.py)."""
+        items = body.get("items") if isinstance(body, dict) else None
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            attrs = item.get("attrs") if isinstance(item, dict) else None
+            if not isinstance(attrs, dict):
+                continue
+            path = ("dictionaries", name, "items", i, "attrs")
+            for key, unit in PROCESS_ATTRS.items():
+                if key not in attrs:
+                    continue
+                value = attrs[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                    self.add(f, path + (key,), f"{key} must be a positive number of {unit}, not {value!r}")
+            hours = [attrs.get(k) for k in ("response_hours", "resolve_hours")]
+            if all(isinstance(h, (int, float)) and not isinstance(h, bool) and h > 0 for h in hours) \
+                    and hours[0] > hours[1]:
+                self.add(f, path + ("response_hours",),
+                         f"response_hours ({hours[0]}) is more than resolve_hours ({hours[1]})")
+            if "escalate" in attrs and attrs["escalate"] not in ESCALATE_VALUES:
+                self.add(f, path + ("escalate",), f"escalate must be {' or '.join(ESCALATE_VALUES)} (the dispatch "
+                         f"department's manager), not {attrs['escalate']!r}")
+            for key in ("responded", "resolved"):
+                if key in attrs and not isinstance(attrs[key], bool):
+                    self.add(f, path + (key,), f"{key} must be true or false, not {attrs[key]!r}")
+
     def check_dictionary(self, f: LoadedFile, name: str, body: Any) -> None:
+        self.check_process_attrs(f, name, body)
         items = body.get("items") if isinstance(body, dict) else None
         seen: dict[str, int] = {}
         for i, item in enumerate(items if isinstance(items, list) else []):

@@ -321,6 +321,9 @@ def load_demo(session: Session, models: ModelSet, owner_ids: list[int], *, custo
     methods = iter(_cover(rng, codes["follow_up_method"], sum(n_follow), W_METHOD))
     tag_codes = codes["customer_tag"]
     contract_serial = 0
+    fb_entity = models.registry.entity("feedback")  # ticket status and dispatch, when the dictionary has them
+    ticket_fields = {name: fb_entity.has_field(name) and w.dicts.get(fb_entity.field(name).dictionary, code) is not None
+                     for name, code in (("status", "closed"), ("dispatch_department", "service"))}
 
     for i in range(n):
         owner, ctime, ct, size = owners[i], created[i], ctype[i], sizes[i]
@@ -430,6 +433,10 @@ def load_demo(session: Session, models: ModelSet, owner_ids: list[int], *, custo
                 fb["handling"] = rng.choice(FEEDBACK_HANDLING[kind])
                 fb["result"] = rng.choice(FEEDBACK_RESULT[kind])
                 fb["satisfaction"] = rng.choices([1, 2, 3, 4, 5], SATISFACTION[kind])[0]
+                if ticket_fields["status"]:  # answered tickets are closed (or handled, when the customer is unhappy)
+                    fb["status"] = "closed" if fb["satisfaction"] >= 3 else "handled"
+            if ticket_fields["dispatch_department"]:
+                fb["dispatch_department"] = "service"
             w.create("feedback", fb["owner"], fb, stamp(at, rng.randint(10, 240)))
 
         # an opportunity --------------------------------------------------------------------------
@@ -458,4 +465,10 @@ def load_demo(session: Session, models: ModelSet, owner_ids: list[int], *, custo
             w.create("opportunity", owner, opp, stamp(at))
 
     w.commit()
+    # the stamps were moved back in time after the record hooks ran: recompute what derives from them
+    from crm_meta.services import followups, sla
+
+    followups.backfill(session, models)
+    sla.backfill(session, models, answered="midpoint")
+    session.commit()
     return dict(w.counts)

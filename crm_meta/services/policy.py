@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import false, or_, select
+from sqlalchemy import and_, false, or_, select
 from sqlalchemy.orm import Session
 
 from crm_meta.metadata.model import ACTIONS, DEPARTMENT_FIELD, SCOPES, Entity, Registry
@@ -157,6 +157,28 @@ class Policy:
         if departments and ent.has_field(DEPARTMENT_FIELD):
             mine.append(getattr(model, DEPARTMENT_FIELD).in_(sorted(departments)))
         return or_(*mine) if uid is not None or len(mine) > 1 else false()
+
+    def count_parts(self, entity: str, model: Any) -> list | None:
+        """The row filter split into disjoint clauses whose capped counts add up (None: one clause).
+
+        ``department IN (…) OR owner = me`` makes PostgreSQL build a bitmap of every matching row
+        before a capped count can stop; counted apart, each part is an index scan that stops at the
+        cap (bench/policy.py: manager count 11–15 ms → see the note in docs/design.md).
+        """
+        access = self.access(entity)
+        ent = self.registry.entity(entity)
+        if access.scope in (None, "all", "own") or not ent.owned or not ent.has_field(DEPARTMENT_FIELD):
+            return None
+        departments = self.departments_in_scope(access.scope)
+        if not departments:
+            return None
+        dept = getattr(model, DEPARTMENT_FIELD)
+        in_scope = dept.in_(sorted(departments))
+        uid = self.principal.user_id
+        mine = [getattr(model, f"{ent.owner_field}_id") == uid]
+        if ent.assignee_field:
+            mine.append(getattr(model, f"{ent.assignee_field}_id") == uid)
+        return [in_scope, and_(or_(*mine), or_(dept.is_(None), ~in_scope))]
 
     def scope(self, entity: str, stmt: Any, model: Any = None):
         """``stmt`` (a Select or an ORM Query) limited to the rows of ``entity`` the user may read."""

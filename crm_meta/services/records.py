@@ -23,7 +23,7 @@ from crm_meta.errors import (
 from crm_meta.metadata.model import DEPARTMENT_FIELD, Entity, Field
 from crm_meta.services import approvals, audit, numbering
 from crm_meta.services.masking import looks_masked
-from crm_meta.services.policy import Policy, system_policy
+from crm_meta.services.policy import SYSTEM, Policy, system_policy
 from crm_meta.services.dictionaries import Dictionaries
 from crm_meta.services.validation import Invalid, convert, message
 
@@ -67,6 +67,7 @@ class RecordService:
         self.policy = policy or system_policy(models.registry, models.system.get("member"))
         self.pending: list[int] = []  # change requests made by the last update
         self.approving = False  # True while an approved change request is applied
+        self.transitioning = False  # True while a pipeline transition writes its field
 
     @property
     def dictionaries(self) -> Dictionaries:
@@ -117,6 +118,13 @@ class RecordService:
                     f"{self.entity.name}.{f.name}", f.format, datetime.now()))
         self.session.add(obj)
         self._flush(obj)
+        for p in self.models.registry.pipelines_of(self.entity.name):
+            state = getattr(obj, p.field_name)
+            if state is not None:
+                from crm_meta.services import pipelines
+
+                pipelines.record(self.session, self.models, self.entity.name, obj.id, p.field_name, None, state,
+                                 self.actor)
         self._fire("crm_after_create", record=obj)
         audit.record_change(self.session, self.models.system, self.actor, "create", self.entity, obj.id,
                             {f.name: (None, self._current(obj, f)) for f in self.entity.user_fields})
@@ -283,6 +291,7 @@ class RecordService:
                 value = values[f.name] if f.name in values else (self._current(obj, f) if obj is not None else None)
                 if value in (None, "", []) and f.name not in errors:
                     errors.setdefault(f.name, []).append(message("required", lang))
+        self._guard_pipelines(values, obj, errors)
         for name, value in values.items():
             f = self.entity.field(name)
             if value in (None, []) or name in errors:
@@ -300,6 +309,25 @@ class RecordService:
             elif f.unique and self._taken(f, value, obj):
                 errors.setdefault(name, []).append(message("unique", lang))
         return values, errors
+
+    def _guard_pipelines(self, values: dict[str, Any], obj: Any, errors: dict[str, list[str]]) -> None:
+        """A pipeline field starts in its initial state and then moves only by a transition (the
+        system — demo data, jobs — may set any state)."""
+        if self.transitioning or self.policy.principal is SYSTEM:
+            return
+        for p in self.models.registry.pipelines_of(self.entity.name):
+            name = p.field_name
+            if name not in values or name in errors:
+                continue
+            label = self.entity.field(name).label.get(self.actor.lang)
+            if obj is None and values[name] not in (None, p.initial):
+                errors.setdefault(name, []).append(self._t(
+                    f"新记录的{label}从「{p.initial}」开始，之后用流转按钮改变",
+                    f"A new record's {label} starts at '{p.initial}'; change it with a transition"))
+            elif obj is not None and values[name] != self._current(obj, self.entity.field(name)):
+                errors.setdefault(name, []).append(self._t(
+                    f"{label}只能通过流转改变（记录页面上的按钮，或 POST …/transition）",
+                    f"{label} changes only through a transition (the buttons on the record page, or POST …/transition)"))
 
     def _visible(self, entity: str, record_id: Any) -> bool:
         """A reference must point at a record the user may see (not merely one that exists)."""

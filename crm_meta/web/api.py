@@ -381,6 +381,104 @@ class EntityApi(ModelRestApi):
             return self._error(exc)
         return self.response(200, created=created)
 
+    @expose("/<int:pk>/transition", methods=["POST"])
+    @protect()
+    @safe
+    @permission_name("transition")
+    def transition(self, pk):
+        """Move a stage or status field along its pipeline
+        ---
+        post:
+          parameters:
+          - in: path
+            schema: {type: integer}
+            name: pk
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema:
+                  type: object
+                  required: [to]
+                  properties:
+                    to: {type: string, description: the target state code}
+                    comment: {type: string}
+                    field: {type: string, description: which pipeline field, when the entity has several}
+                    version: {type: integer, description: the version you read (optional)}
+                  additionalProperties: {description: values of fields the target state requires}
+          responses:
+            200:
+              description: Moved
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    properties:
+                      id: {type: integer}
+                      result: {$ref: '#/components/schemas/{{self.__class__.__name__}}.get'}
+            403: {$ref: '#/components/responses/403'}
+            404: {$ref: '#/components/responses/404'}
+            409: {description: Someone else changed the record since you read it}
+            422: {description: Not an allowed move, or requirements missing (each named)}
+        """
+        from crm_meta.services import pipelines
+
+        body, error = self._body()
+        if error:
+            return error
+        target = body.pop("to", None)
+        if not isinstance(target, str) or not target:
+            return self.response_400(message="Send the target state as `to`")
+        comment, field, version = body.pop("comment", None), body.pop("field", None), body.pop("version", None)
+        service = context.records(self.entity.name)
+        try:
+            obj = pipelines.transition(service, pk, target, field=field if isinstance(field, str) else None,
+                                       comment=comment if isinstance(comment, str) else None, data=body,
+                                       expected_version=version)
+            context.session().commit()
+        except RecordError as exc:
+            return self._error(exc)
+        return self.response(200, id=obj.id, result=self._dump(obj))
+
+    @expose("/<int:pk>/transitions", methods=["GET"])
+    @protect()
+    @safe
+    @permission_name("transitions")
+    def transitions(self, pk):
+        """The moves you may take from the record's current state(s), with what each requires
+        ---
+        get:
+          parameters:
+          - in: path
+            schema: {type: integer}
+            name: pk
+          responses:
+            200:
+              description: Available transitions
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    properties:
+                      result: {type: array, items: {type: object}}
+            404: {$ref: '#/components/responses/404'}
+        """
+        from crm_meta.services import pipelines
+
+        try:
+            obj = context.records(self.entity.name).get(pk)
+        except RecordNotFound:
+            return self.response_404()
+        lang = current_lang()
+        dicts = context.dictionaries()
+        out = []
+        for p, t in pipelines.available(context.policy(), context.build().registry, self.entity.name, obj):
+            f = self.entity.field(p.field_name)
+            out.append({"field": f.name, "from": getattr(obj, f.column), "to": t.target,
+                        "label": (t.label.get(lang) if t.label else dicts.label(f.dictionary, t.target, lang)),
+                        "requires": list(t.requires), "comment_required": t.comment_required})
+        return self.response(200, result=out)
+
     @expose("/<int:pk>/reveal", methods=["POST"])
     @protect()
     @safe
@@ -470,6 +568,6 @@ def make_api(entity: Entity, models) -> type[EntityApi]:
                           if not entity.field(n).is_multi and not entity.field(n).is_fk] + ["id", "created_at"],
         "base_order": (entity.field(entity.sort_field).column, "desc" if entity.sort_desc else "asc"),
         "include_route_methods": {"get", "get_list", "post", "put", "delete", "info", "reveal", "export",
-                                  "import_file"},
+                                  "import_file", "transition", "transitions"},
     }
     return type(prefix, (EntityApi,), attrs)

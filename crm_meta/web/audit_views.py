@@ -45,6 +45,8 @@ ACTION_LABELS = {
     "login_locked": Label("锁定中登录被拒", "Sign-in refused (locked)"),
     "denied": Label("拒绝访问", "Access denied"),
     "approval": Label("审批", "Approval"),
+    "assign": Label("自动分配", "Assigned by rule"),
+    "reassign": Label("转交负责人", "Reassigned"),
 }
 STATUS_LABELS = {alert_rules.OPEN: Label("未处理", "Open"),
                  alert_rules.ACKNOWLEDGED: Label("已确认", "Acknowledged")}

@@ -55,10 +55,21 @@ class EntityInterface(SQLAInterface):
 
     def query(self, filters=None, order_column="", order_direction="", page=None, page_size=None,
               select_columns=None, outer_default_load=False, search: str | None = None):
-        query = self.scoped(self.text_search(self.session.query(self.obj), search))
-        counted = self.apply_filters(query, filters).with_entities(self.obj.id).order_by(None)
-        inner = counted.limit(COUNT_CAP + 1).subquery()
-        count = min(self.session.execute(select(func.count()).select_from(inner)).scalar_one(), COUNT_CAP)
+        unscoped = self.text_search(self.session.query(self.obj), search)
+        query = self.scoped(unscoped)
+        parts = context.policy().count_parts(self.entity_name, self.obj) if self.entity_name else None
+        if parts:  # disjoint parts of the row scope, each counted up to the cap, in one statement
+            counted = self.apply_filters(unscoped, filters).with_entities(self.obj.id).order_by(None)
+            subqueries = [select(func.count()).select_from(counted.filter(p).limit(COUNT_CAP + 1).subquery())
+                          .scalar_subquery() for p in parts]
+            total = subqueries[0]
+            for sub in subqueries[1:]:
+                total = total + sub
+            count = min(self.session.execute(select(total)).scalar_one(), COUNT_CAP)
+        else:
+            counted = self.apply_filters(query, filters).with_entities(self.obj.id).order_by(None)
+            inner = counted.limit(COUNT_CAP + 1).subquery()
+            count = min(self.session.execute(select(func.count()).select_from(inner)).scalar_one(), COUNT_CAP)
         query = self.apply_all(query, filters, order_column, order_direction, page, page_size,
                                select_columns, outer_default_load)
         return count, query.all()

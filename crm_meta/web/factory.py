@@ -123,6 +123,7 @@ def init_app(app: Flask, registry: Registry, plugins: Plugins | None = None) -> 
         from crm_meta.web.audit_views import register_audit
 
         register_audit(appbuilder, app)  # audit/alerts screens, append-only triggers, sign-in protection
+        from crm_meta.web.customer360 import register_customer360; register_customer360(appbuilder)  # noqa: E702
         plugins.register_views(appbuilder, build)
         from crm_meta.web.permissions import sync_permissions
 
@@ -156,6 +157,9 @@ def _register(appbuilder: AppBuilder, models: ModelSet) -> None:
 
     appbuilder.add_view(ApprovalsView, "approvals", label=lazy(Label("审批", "Approvals")), icon="fa-check-square-o")
     appbuilder.add_api(ApprovalsApi)
+    from crm_meta.web.board import register_boards
+
+    register_boards(appbuilder, registry)
 
 
 def _protect_api_writes(app: Flask, csrf: CSRFProtect) -> None:

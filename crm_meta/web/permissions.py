@@ -22,6 +22,7 @@ SELF_SERVICE_PERMISSIONS = ("can_userinfo", "resetmypassword", "userinfoedit")
 API_DOCUMENT_VIEWS = ("OpenApi", "SwaggerView")  # everyone reads the API document, filtered to their rights
 
 STATE_KEY = "permissions_digest"
+PROCESS_SCREENS = {"customer": "followups", "feedback": "sla"}  # screen of readers of the entity
 
 
 def wanted_permissions(appbuilder) -> set[tuple[str, str]]:
@@ -63,6 +64,12 @@ def role_permissions(appbuilder, registry, pairs: set[tuple[str, str]]) -> dict[
             want |= {("menu_access", entity.name), ("can_read", "lookup")}
             # everyone who reads records may see and decide the change requests on them
             want |= {("can_read", "approvals"), ("can_write", "approvals"), ("menu_access", "approvals")}
+            for p in registry.pipelines_of(entity.name):  # the entity's kanban boards
+                want |= {("can_read", "board"), ("menu_access", f"board_{p.name}")}
+            if entity.name in PROCESS_SCREENS:  # 我的跟进 / 工单超时 (crm_meta/web/process_views.py)
+                want |= {("can_read", PROCESS_SCREENS[entity.name]), ("menu_access", PROCESS_SCREENS[entity.name])}
+        # every user reads and clears their own notifications
+        want |= {("can_read", "notifications"), ("can_write", "notifications"), ("menu_access", "notifications")}
         want |= {(p, v) for p, v in pairs if v in role.screens and v not in entity_names}
         granted_items = {v for p, v in want if p == "menu_access"}
         for category, items in children.items():

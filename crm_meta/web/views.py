@@ -26,6 +26,7 @@ METHOD_PERMISSIONS = {
     "edit": "update", "put": "update",
     "delete": "delete", "action": "delete", "action_post": "delete",
     "reveal": "reveal", "export": "export", "import_file": "import",
+    "transition": "update", "transitions": "read", "move": "update",
 }
 
 
@@ -85,7 +86,7 @@ class EntityModelView(ModelView):
     page_size = 25
     # Only the routes that go through the records service: FAB's bulk-action routes load rows
     # without row filters and its download route serves files; neither is offered.
-    include_route_methods = {"list", "show", "add", "edit", "delete", "export", "import_file"}
+    include_route_methods = {"list", "show", "add", "edit", "delete", "export", "import_file", "move"}
 
     # list --------------------------------------------------------------------------------------
     def _get_list_widget(self, filters, actions=None, order_column="", order_direction="",
@@ -138,9 +139,10 @@ class EntityModelView(ModelView):
     def _policy_form(self, form, obj=None):
         """Drop the fields the user may not write; put real values back where a masked one came back."""
         access = context.policy().access(self.entity.name)
+        governed = {p.field_name for p in context.build().registry.pipelines_of(self.entity.name)}
         for name in list(form._fields):
-            if name in access.hidden or name in access.readonly:
-                del form[name]
+            if name in access.hidden or name in access.readonly or name in governed:
+                del form[name]  # pipeline fields move by transitions (the record page's buttons)
             elif obj is not None and name in access.masked and request.method == "POST":
                 real = getattr(obj, self.entity.field(name).column)
                 if looks_masked(access.masked[name], form[name].data, real):
@@ -176,7 +178,24 @@ class EntityModelView(ModelView):
         for row in history:
             f = row.get("field")
             row["field_label"] = self.entity.field(f).label.get(lang) if f and self.entity.has_field(f) else f
+        from crm_meta.services import pipelines
+
+        dicts = context.dictionaries()
+        moves = []
+        for p, tr in pipelines.available(policy, b.registry, self.entity.name, item):
+            f = self.entity.field(p.field_name)
+            moves.append({"label": tr.label.get(lang) if tr.label else dicts.label(f.dictionary, tr.target, lang),
+                          "url": url_for(f"{self.__class__.__name__}.move", pk=item.id, field=f.name, target=tr.target),
+                          "danger": tr.target in ("lost", "churned", "closed")})
+        statuses = []
+        for row in pipelines.history(context.session(), b.models, self.entity.name, item.id):
+            f = self.entity.field(row["field"]) if self.entity.has_field(row["field"]) else None
+            name = (lambda c: dicts.label(f.dictionary, c, lang) if f and c else (c or ""))
+            statuses.append({**row, "from_label": name(row["from_code"]), "to_label": name(row["to_code"]),
+                             "field_label": f.label.get(lang) if f else row["field"]})
         return {
+            "moves": moves, "statuses": statuses, "t_moves": t("流转", "Move to"),
+            "t_statuses": t("状态历史", "Status history"), "t_comment": t("说明", "Comment"),
             "pending": pending, "revealable": revealable, "history": history,
             "t_pending": t("待审批的修改", "Changes waiting for approval"), "t_field": t("字段", "Field"),
             "t_old": t("原值", "Old"), "t_new": t("新值", "New"), "t_by": t("申请人", "Requested by"),
@@ -353,11 +372,77 @@ class EntityModelView(ModelView):
             refused=t(f"未导入任何记录：发现 {len(problems)} 个问题", f"Nothing was imported: {len(problems)} problem(s)"),
             row_label=t("行", "Row"), column_label=t("列", "Column"), reason_label=t("原因", "Reason"))
 
+    @expose("/move/<int:pk>/<field>/<target>", methods=["GET", "POST"])
+    @has_access
+    def move(self, pk: int, field: str, target: str):
+        """A transition with its form: the fields the target state requires and a comment."""
+        from crm_meta.services import pipelines
+
+        service = context.records(self.entity.name)
+        try:
+            obj = service.get(pk)
+        except RecordNotFound:
+            abort(404)
+        pipeline = context.build().registry.pipeline(self.entity.name, field)
+        move = pipeline.move(getattr(obj, field), target) if pipeline else None
+        if move is None or not pipelines.may_take(context.policy(), self.entity.name, move):
+            flash(t("不能执行此流转", "This move is not available"), "danger")
+            return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
+        form_cls = transition_form(self.entity, move)
+        form = form_cls(request.form if request.method == "POST" else None,
+                        data=None if request.method == "POST" else {**record_values(obj, self.entity),
+                                                                    "version": obj.version})
+        if request.method == "POST" and form.validate():
+            data = {n: form[n].data for n in move.requires if n in form}
+            try:
+                pipelines.transition(service, pk, target, field=field, comment=form.comment.data,
+                                     data=data, expected_version=form.version.data)
+                context.session().commit()
+            except ValidationFailed as exc:
+                context.session().rollback()
+                self._errors_to_form(form, exc)
+            except RecordError as exc:
+                context.session().rollback()
+                flash(str(exc), "danger")
+            else:
+                flash(t("已流转", "Moved"), "success")
+                return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
+        lang = current_lang()
+        f = self.entity.field(field)
+        dicts = context.dictionaries()
+        return self.render_template(
+            "crm/transition.html", form=form, record=obj, entity=self.entity,
+            title=f"{self.entity.label.get(lang)} {obj}: {dicts.label(f.dictionary, getattr(obj, field), lang)} → "
+                  f"{dicts.label(f.dictionary, target, lang)}",
+            submit=t("确认流转", "Move"), back=url_for(f"{self.__class__.__name__}.show", pk=pk),
+            back_label=t("返回", "Back"))
+
     @expose("/delete/<pk>", methods=["POST"])
     @has_access
     def delete(self, pk):
         self._delete(pk)
         return self.post_delete_redirect()
+
+
+def transition_form(entity: Entity, move) -> type:
+    """A form with the fields a move requires, a comment and the version read."""
+    from flask_appbuilder.fieldwidgets import BS3TextAreaFieldWidget
+    from flask_appbuilder.forms import DynamicForm
+    from wtforms import HiddenField, TextAreaField
+    from wtforms.validators import DataRequired, Optional
+
+    from crm_meta.web.forms import form_field
+
+    attrs: dict[str, Any] = {}
+    for name in move.requires:
+        field = form_field(entity.field(name), entity.name)
+        field.kwargs["validators"] = [DataRequired()] + [v for v in field.kwargs.get("validators", [])
+                                                         if not isinstance(v, Optional)]
+        attrs[name] = field
+    attrs["comment"] = TextAreaField(lazy(Label("说明", "Comment")), widget=BS3TextAreaFieldWidget(),
+                                     validators=[DataRequired()] if move.comment_required else [Optional()])
+    attrs["version"] = HiddenField()
+    return type(f"{class_name(entity, 'Move')}Form", (DynamicForm,), attrs)
 
 
 def make_view(entity: Entity, models) -> type[EntityModelView]:

@@ -12,7 +12,7 @@ import pytest
 from crm_birthday.plugin import next_birthday
 from crm_meta.testing import api_client, csrf_token, login, make_app
 
-CUSTOMER = {"name": "生日测试客户", "customer_type": "won", "industry": "finance", "contact_name": "赵六",
+CUSTOMER = {"name": "生日测试客户", "customer_type": "prospect", "industry": "finance", "contact_name": "赵六",
             "contact_phone": "13700000000"}
 
 

@@ -225,10 +225,19 @@ def test_no_churned_customers_is_a_clear_message(tmp_path):
     assert "found 0 churned" in job.output
 
 
+def _as_system(app, entity, rid, values):
+    from crm_meta.services.records import Actor, RecordService
+
+    with app.app_context():
+        b = app.extensions["crm"]
+        RecordService(b.db.session, b.models, entity, Actor(None)).update(rid, values)
+        b.db.session.commit()
+
+
 def test_features_are_aggregated_from_the_crm_tables(tmp_path):
     app = make_app(tmp_path, plugins=["crm_lifecycle"])
     api = api_client(app)
-    cid = api.post("/api/v1/customer/", json={"name": "特征测试公司", "customer_type": "won", "industry": "finance",
+    cid = api.post("/api/v1/customer/", json={"name": "特征测试公司", "customer_type": "prospect", "industry": "finance",
                                                "contact_name": "王五", "contact_phone": "13700000000",
                                                "grade": "A"}).json["id"]
     other = api.post("/api/v1/customer/", json={"name": "无记录公司", "customer_type": "prospect", "industry": "retail",
@@ -244,9 +253,11 @@ def test_features_are_aggregated_from_the_crm_tables(tmp_path):
             "feedback_at": (now - timedelta(days=10)).isoformat()}).status_code == 201
     api.post("/api/v1/demand/", json={"customer": cid, "demand_type": "product_inquiry", "description": "x",
                                       "priority": "high", "status": "pending"})
+    _as_system(app, "customer", cid, {"customer_type": "won"})  # stages move by pipeline; history as data
     for stage, amount in (("proposal", 1000), ("won_paid", 5000), ("lost", 700)):
-        assert api.post("/api/v1/opportunity/", json={"name": stage, "customer": cid, "stage": stage,
-                                                      "amount": amount}).status_code == 201
+        opp = api.post("/api/v1/opportunity/", json={"name": stage, "customer": cid, "amount": amount})
+        assert opp.status_code == 201, opp.json
+        _as_system(app, "opportunity", opp.json["id"], {"stage": stage})
     with app.app_context():
         build = app.extensions["crm"]
         session = build.db.session

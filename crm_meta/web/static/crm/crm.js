@@ -33,3 +33,40 @@ $(function () {
         });
     });
 });
+
+// Kanban boards: drop a card on another column → POST …/transition; refused moves say what is missing.
+$(function () {
+    var board = $(".crm-board");
+    if (!board.length || board.data("can-move") !== "yes") { return; }
+    var dragged = null;
+    board.on("dragstart", ".crm-card", function (e) {
+        dragged = $(this);
+        e.originalEvent.dataTransfer.setData("text/plain", String(dragged.data("id")));
+    });
+    board.on("dragover", ".crm-board-column", function (e) { e.preventDefault(); });
+    board.on("drop", ".crm-board-column", function (e) {
+        e.preventDefault();
+        var column = $(this), card = dragged, target = String(column.data("state"));
+        if (!card || card.closest(".crm-board-column").is(column)) { return; }
+        var source = card.closest(".crm-board-column"), id = card.data("id");
+        $(".crm-board-error").hide();
+        $.ajax({
+            url: board.data("api") + id + "/transition", method: "POST", contentType: "application/json",
+            data: JSON.stringify({to: target, field: board.data("field")}), dataType: "json",
+            headers: {"X-CSRFToken": board.data("csrf")}
+        }).done(function () {
+            column.find(".crm-board-cards").prepend(card);
+            column.find(".crm-board-count").text(parseInt(column.find(".crm-board-count").text(), 10) + 1);
+            source.find(".crm-board-count").text(parseInt(source.find(".crm-board-count").text(), 10) - 1);
+        }).fail(function (xhr) {
+            var body = xhr.responseJSON || {}, msg = body.message;
+            if (msg && typeof msg === "object") {
+                msg = (msg._ || []).concat(Object.keys(msg).filter(function (k) { return k !== "_"; })
+                    .map(function (k) { return k + ": " + msg[k].join(" "); })).join(" ");
+            }
+            $(".crm-board-message").text(msg || xhr.statusText);
+            $(".crm-board-fill").attr("href", board.data("move") + id + "/" + board.data("field") + "/" + target);
+            $(".crm-board-error").show();
+        });
+    });
+});

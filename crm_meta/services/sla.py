@@ -1,0 +1,318 @@
+"""Ticket SLAs (反馈工单): due times from the priority, response/resolution stamps from the status,
+the breach scan and escalation to the dispatch department's manager.
+
+Declared in the dictionary, not in code:
+
+* ``ticket_priority`` items (the dictionary of ``feedback.priority``): ``response_hours`` and
+  ``resolve_hours`` (positive numbers) and ``escalate: manager`` — a breach of a ticket with that
+  priority notifies the managers (``crm_member.is_manager``) of the ticket's ``dispatch_department``;
+* ``feedback_status`` items (the dictionary of ``feedback.status``): ``responded: true`` stops the
+  response clock, ``resolved: true`` stops both (default when no item says anything: every status
+  but ``open`` responds, ``handled`` and ``closed`` resolve).
+
+``response_due_at`` / ``resolve_due_at`` = the ticket's ``created_at`` + the hours (recomputed when
+the priority changes); ``responded_at`` / ``resolved_at`` are stamped by the after-update hook when
+the status value moves into such a status (whichever path moved it: a plain edit, REST, or a
+pipeline transition), ``resolved_at`` is cleared when a ticket is reopened. ``sla_breached`` is set
+by ``scan`` — ONE set-based UPDATE for every open ticket past a due time — or by the hook when a
+ticket is answered or resolved late. Framework-free; times from ``clock``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, and_, case, cast, func, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from crm_meta.db.tables import ModelSet
+from crm_meta.services import clock, notifications
+from crm_meta.services.derived import dictionary_attrs, positive, store, unstamped
+
+FEEDBACK = "feedback"
+PRIORITY, STATUS, DISPATCH = "priority", "status", "dispatch_department"
+RESPONSE_DUE, RESOLVE_DUE = "response_due_at", "resolve_due_at"
+RESPONDED, RESOLVED = "responded_at", "resolved_at"
+BREACHED, BREACHED_AT = "sla_breached", "sla_breached_at"
+SLA_FIELDS = (RESPONSE_DUE, RESOLVE_DUE, RESPONDED, RESOLVED, BREACHED, BREACHED_AT)
+ESCALATE_ATTR, ESCALATE_VALUES = "escalate", ("manager",)
+DEFAULT_OPEN, DEFAULT_RESOLVED = ("open",), ("handled", "closed")
+SOON = timedelta(hours=4)
+LIST_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Settings:
+    hours: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # priority → (respond, resolve)
+    escalate: dict[str, str] = field(default_factory=dict)  # priority → "manager"
+    responded: frozenset[str] | None = None  # statuses that stop the response clock (None: all but open)
+    resolved: frozenset[str] = frozenset(DEFAULT_RESOLVED)
+
+    def responds(self, status: str | None) -> bool:
+        if status is None:
+            return False
+        if status in self.resolved:
+            return True
+        return status in self.responded if self.responded is not None else status not in DEFAULT_OPEN
+
+    def resolves(self, status: str | None) -> bool:
+        return status is not None and status in self.resolved
+
+
+def enabled(models: ModelSet) -> bool:
+    if FEEDBACK not in models.models:
+        return False
+    e = models.registry.entity(FEEDBACK)
+    return e.has_field(PRIORITY) and all(e.has_field(f) for f in SLA_FIELDS)
+
+
+def settings(session: Session, models: ModelSet) -> Settings:
+    """The SLA declarations as stored in the dictionary items (admin edits included)."""
+    e = models.registry.entity(FEEDBACK)
+    hours, escalate = {}, {}
+    for code, attrs in dictionary_attrs(session, models, e.field(PRIORITY).dictionary).items():
+        hours[code] = (positive(attrs.get("response_hours")), positive(attrs.get("resolve_hours")))
+        if attrs.get(ESCALATE_ATTR) in ESCALATE_VALUES:
+            escalate[code] = attrs[ESCALATE_ATTR]
+    responded, resolved = None, frozenset(DEFAULT_RESOLVED)
+    if e.has_field(STATUS):
+        items = dictionary_attrs(session, models, e.field(STATUS).dictionary)
+        if any("responded" in a or "resolved" in a for a in items.values()):
+            resolved = frozenset(c for c, a in items.items() if a.get("resolved") is True)
+            responded = frozenset(c for c, a in items.items() if a.get("responded") is True) | resolved
+    return Settings(hours, escalate, responded, resolved)
+
+
+def due_times(created_at: datetime | None, priority: str | None, s: Settings) -> tuple[datetime | None, datetime | None]:
+    respond, resolve = s.hours.get(priority, (None, None)) if priority else (None, None)
+    if created_at is None:
+        return None, None
+    return (created_at + timedelta(hours=respond) if respond else None,
+            created_at + timedelta(hours=resolve) if resolve else None)
+
+
+def _late(done: datetime | None, due: datetime | None) -> bool:
+    return done is not None and due is not None and done > due
+
+
+def _overdue(done: datetime | None, due: datetime | None, now: datetime) -> bool:
+    return done is None and due is not None and due < now
+
+
+# -- record hooks ----------------------------------------------------------------------------------
+
+def on_ticket_created(session: Session, models: ModelSet, record: Any) -> None:
+    if not enabled(models):
+        return
+    s, now = settings(session, models), clock.now()
+    status = getattr(record, STATUS, None)
+    response_due, resolve_due = due_times(record.created_at, getattr(record, PRIORITY), s)
+    responded = now if s.responds(status) else None
+    resolved = now if s.resolves(status) else None
+    breached = _late(responded, response_due) or _late(resolved, resolve_due)
+    store(session, record, {RESPONSE_DUE: response_due, RESOLVE_DUE: resolve_due, RESPONDED: responded,
+                            RESOLVED: resolved, BREACHED: breached, BREACHED_AT: now if breached else None})
+
+
+def on_ticket_updated(session: Session, models: ModelSet, record: Any, changes: dict) -> None:
+    if not enabled(models) or not (PRIORITY in changes or STATUS in changes):
+        return
+    s, now = settings(session, models), clock.now()
+    cur = {f: getattr(record, f) for f in SLA_FIELDS}
+    values: dict[str, Any] = {}
+    if PRIORITY in changes:
+        values[RESPONSE_DUE], values[RESOLVE_DUE] = due_times(record.created_at, getattr(record, PRIORITY), s)
+    if STATUS in changes:
+        status = getattr(record, STATUS, None)
+        if s.responds(status) and cur[RESPONDED] is None:
+            values[RESPONDED] = now
+        if s.resolves(status):
+            if cur[RESOLVED] is None:
+                values[RESOLVED] = now
+        elif cur[RESOLVED] is not None:  # reopened: the resolution clock runs again
+            values[RESOLVED] = None
+    new = {**cur, **values}
+    late = _late(new[RESPONDED], new[RESPONSE_DUE]) or _late(new[RESOLVED], new[RESOLVE_DUE])
+    if late and not cur[BREACHED]:
+        values[BREACHED], values[BREACHED_AT] = True, now
+    elif PRIORITY in changes and cur[BREACHED] and not late and not (
+            _overdue(new[RESPONDED], new[RESPONSE_DUE], now) or _overdue(new[RESOLVED], new[RESOLVE_DUE], now)):
+        values[BREACHED], values[BREACHED_AT] = False, None  # the new priority gives it more time
+    store(session, record, {k: v for k, v in values.items() if v != cur.get(k)})
+
+
+# -- the breach scan (crm sla scan, job sla_scan) ----------------------------------------------------
+
+@dataclass(frozen=True)
+class ScanResult:
+    at: datetime
+    breached: int
+    escalated: int
+
+
+def breach_statement(models: ModelSet, now: datetime):
+    """ONE set-based UPDATE: every ticket not yet flagged whose response or resolution is overdue."""
+    t = models.model(FEEDBACK).__table__
+    return (update(t)
+            .where(t.c[BREACHED].is_not(True),
+                   or_(and_(t.c[RESPONDED].is_(None), t.c[RESPONSE_DUE] < now),
+                       and_(t.c[RESOLVED].is_(None), t.c[RESOLVE_DUE] < now)))
+            .values(unstamped(t, {BREACHED: True, BREACHED_AT: now})))
+
+
+def escalation_statement(session: Session, models: ModelSet, now: datetime, priorities: list[str]):
+    """ONE INSERT … SELECT: a notice to each manager of the dispatch department of every ticket
+    flagged at ``now`` whose priority escalates (ON CONFLICT DO NOTHING: once per ticket and manager)."""
+    t = models.model(FEEDBACK).__table__
+    member = models.system["member"]
+    entity = models.registry.entity(FEEDBACK)
+    number = t.c[entity.field(entity.title).column] if entity.title else cast(t.c.id, String)
+    dialect = session.get_bind().dialect.name
+    json_object = func.json_build_object if dialect == "postgresql" else func.json_object
+    source = (select(member.c.user_id, literal(notifications.SLA_BREACH), literal(FEEDBACK), t.c.id,
+                     literal("工单 ") + number + literal(" 已超过处理时限，已升级"),
+                     json_object("no", number, "priority", t.c[PRIORITY]),
+                     literal("feedback:") + cast(t.c.id, String), literal(now))
+              .select_from(t.join(member, and_(member.c.department == t.c[DISPATCH], member.c.is_manager.is_(True))))
+              .where(t.c[BREACHED_AT] == now, t.c[PRIORITY].in_(priorities)))
+    n = models.system["notification"]
+    insert = notifications.insert_ignoring_duplicates(session, n)
+    return insert.from_select(["user_id", "kind", "entity", "record_id", "message", "detail", "dedupe_key",
+                               "created_at"], source).returning(n.c.id)  # rowcount is -1 on psycopg here
+
+
+def scan(session: Session, models: ModelSet, now: datetime | None = None) -> ScanResult:
+    """Flag the tickets past a due time and escalate those whose priority says so. No commit."""
+    now = now or clock.now()
+    if not enabled(models):
+        return ScanResult(now, 0, 0)
+    breached = session.execute(breach_statement(models, now)).rowcount or 0
+    escalated = 0
+    if breached and models.registry.entity(FEEDBACK).has_field(DISPATCH):
+        priorities = sorted(settings(session, models).escalate)
+        if priorities:
+            escalated = len(session.execute(escalation_statement(session, models, now, priorities)).all())
+    return ScanResult(now, breached, escalated)
+
+
+# -- reading: breach list, dashboard counts, time left ------------------------------------------------
+
+def soon_condition(t, now: datetime):
+    later = now + SOON
+    return and_(t[BREACHED].is_not(True), t[RESOLVED].is_(None),
+                or_(t[RESOLVE_DUE] < later, and_(t[RESPONDED].is_(None), t[RESPONSE_DUE] < later)))
+
+
+def counts(session: Session, models: ModelSet, policy: Any, now: datetime | None = None) -> dict[str, int]:
+    """Open breached tickets, breaches in the last 7 days and tickets due within 4 hours — within the
+    user's row scope (one query)."""
+    if not enabled(models):
+        return {"open_breached": 0, "breached_7d": 0, "due_soon": 0}
+    now = now or clock.now()
+    model = models.model(FEEDBACK)
+    t = model.__table__.c
+    open_breached = and_(t[BREACHED].is_(True), t[RESOLVED].is_(None))
+    week = t[BREACHED_AT] >= now - timedelta(days=7)
+    soon = soon_condition(t, now)
+    stmt = select(func.sum(case((open_breached, 1), else_=0)), func.sum(case((week, 1), else_=0)),
+                  func.sum(case((soon, 1), else_=0))).select_from(model.__table__) \
+        .where(or_(t[RESOLVED].is_(None), week))
+    row = session.execute(policy.scope(FEEDBACK, stmt, model)).one()
+    return {"open_breached": int(row[0] or 0), "breached_7d": int(row[1] or 0), "due_soon": int(row[2] or 0)}
+
+
+def tickets(session: Session, models: ModelSet, policy: Any, which: str, now: datetime | None = None,
+            limit: int = LIST_LIMIT) -> list[dict]:
+    """``breached``: open breached tickets, latest breach first; ``soon``: open tickets due within 4
+    hours, earliest first — rows the user may read (the customer's name joined in)."""
+    if not enabled(models):
+        return []
+    now = now or clock.now()
+    model = models.model(FEEDBACK)
+    entity = models.registry.entity(FEEDBACK)
+    t = model.__table__.c
+    cols = [model.id, getattr(model, f"{entity.owner_field}_id").label("owner_id")] + \
+        [getattr(model, f).label(f) for f in SLA_FIELDS]
+    for name in (entity.title, PRIORITY, STATUS, DISPATCH, "feedback_type"):
+        if name and entity.has_field(name) and name not in policy.access(FEEDBACK).hidden:
+            cols.append(getattr(model, entity.field(name).column).label(name))
+    stmt = select(*cols)
+    if entity.has_field("customer") and "customer" in models.models:
+        customer = models.model("customer")
+        title = models.registry.entity("customer").title
+        if title:
+            cols.append(getattr(customer, title).label("customer_name"))
+            stmt = select(*cols).outerjoin(customer, customer.id == model.customer_id)
+    if which == "breached":
+        stmt = stmt.where(t[BREACHED].is_(True), t[RESOLVED].is_(None)).order_by(t[BREACHED_AT].desc(), model.id)
+    else:
+        stmt = stmt.where(soon_condition(t, now)).order_by(t[RESOLVE_DUE], model.id)
+    stmt = policy.scope(FEEDBACK, stmt, model).limit(limit)
+    return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+def duration_text(delta: timedelta, lang: str) -> str:
+    minutes = max(0, int(delta.total_seconds() // 60))
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    en = lang.startswith("en")
+    parts = []
+    if days:
+        parts.append(f"{days}d" if en else f"{days}天")
+    if hours:
+        parts.append(f"{hours}h" if en else f"{hours}小时")
+    if mins and not days:
+        parts.append(f"{mins} min" if en else f"{mins}分钟")
+    return (" " if en else "").join(parts) or ("< 1 min" if en else "不足1分钟")
+
+
+def time_left(due: datetime | None, done: datetime | None, now: datetime, lang: str) -> str:
+    """What a due time means now: time left, overdue by, or met / missed once done."""
+    if due is None:
+        return ""
+    en = lang.startswith("en")
+    if done is not None:
+        if done <= due:
+            return "met" if en else "按时完成"
+        return f"{duration_text(done - due, lang)} late" if en else f"超时 {duration_text(done - due, lang)} 完成"
+    if due >= now:
+        return f"{duration_text(due - now, lang)} left" if en else f"剩余 {duration_text(due - now, lang)}"
+    return f"overdue by {duration_text(now - due, lang)}" if en else f"已超时 {duration_text(now - due, lang)}"
+
+
+def backfill(session: Session, models: ModelSet, *, answered: str = "keep") -> int:
+    """Recompute every ticket's due times from ``created_at`` (after a bulk load or back-dating,
+    e.g. demo data). ``answered="midpoint"``: tickets already in an answered/resolved status get
+    ``responded_at`` / ``resolved_at`` half-way to their due time (demo data has no history of its
+    status changes). Then the breach flags follow. Row by row; no commit."""
+    if not enabled(models):
+        return 0
+    from sqlalchemy import bindparam
+
+    s, now = settings(session, models), clock.now()
+    model = models.model(FEEDBACK)
+    t = model.__table__
+    has_status = STATUS in t.c
+    rows = []
+    for r in session.execute(select(t.c.id, t.c.created_at, t.c[PRIORITY].label("priority"),
+                                    *([t.c[STATUS].label("status")] if has_status else []),
+                                    t.c[RESPONDED].label("responded"), t.c[RESOLVED].label("resolved"))):
+        status = r.status if has_status else None
+        response_due, resolve_due = due_times(r.created_at, r.priority, s)
+        responded, resolved = r.responded, r.resolved
+        if answered == "midpoint" and r.created_at is not None:
+            half = lambda due, hours: r.created_at + (due - r.created_at) / 2 if due else r.created_at + timedelta(hours=hours)  # noqa: E731
+            responded = half(response_due, 1) if s.responds(status) else None
+            resolved = half(resolve_due, 4) if s.resolves(status) else None
+            responded = min(responded, resolved) if responded and resolved else responded
+        breached = _late(responded, response_due) or _late(resolved, resolve_due) or \
+            _overdue(responded, response_due, now) or _overdue(resolved, resolve_due, now)
+        rows.append({"_id": r.id, "_rd": response_due, "_sd": resolve_due, "_ra": responded, "_sa": resolved,
+                     "_b": breached, "_ba": (resolve_due if _overdue(resolved, resolve_due, now) else response_due)
+                     if breached else None})
+    if rows:
+        session.execute(t.update().where(t.c.id == bindparam("_id")).values({"updated_at": t.c.updated_at,
+            RESPONSE_DUE: bindparam("_rd"), RESOLVE_DUE: bindparam("_sd"), RESPONDED: bindparam("_ra"),
+            RESOLVED: bindparam("_sa"), BREACHED: bindparam("_b"), BREACHED_AT: bindparam("_ba")}), rows)
+    return len(rows)
