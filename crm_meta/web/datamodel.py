@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from flask_appbuilder.models.sqla.interface import SQLAInterface
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, literal_column, or_, select
 
 from crm_meta.services.records import COUNT_CAP
 from crm_meta.web import context
+
+
+# Counting a constant lets the database answer from an index alone (an index on owner_id holds no
+# `id`: counting ids made PostgreSQL visit ~9,000 heap pages for a rep's 10,000 rows, bench/policy.py).
+ONE = literal_column("1")
 
 
 def _like(term: str) -> str:
@@ -57,9 +62,10 @@ class EntityInterface(SQLAInterface):
               select_columns=None, outer_default_load=False, search: str | None = None):
         unscoped = self.text_search(self.session.query(self.obj), search)
         query = self.scoped(unscoped)
+        ones = self.text_search(self.session.query(ONE).select_from(self.obj), search)
         parts = context.policy().count_parts(self.entity_name, self.obj) if self.entity_name else None
         if parts:  # disjoint parts of the row scope, each counted up to the cap, in one statement
-            counted = self.apply_filters(unscoped, filters).with_entities(self.obj.id).order_by(None)
+            counted = self.apply_filters(ones, filters).order_by(None)
             subqueries = [select(func.count()).select_from(counted.filter(p).limit(COUNT_CAP + 1).subquery())
                           .scalar_subquery() for p in parts]
             total = subqueries[0]
@@ -67,7 +73,7 @@ class EntityInterface(SQLAInterface):
                 total = total + sub
             count = min(self.session.execute(select(total)).scalar_one(), COUNT_CAP)
         else:
-            counted = self.apply_filters(query, filters).with_entities(self.obj.id).order_by(None)
+            counted = self.apply_filters(self.scoped(ones), filters).order_by(None)
             inner = counted.limit(COUNT_CAP + 1).subquery()
             count = min(self.session.execute(select(func.count()).select_from(inner)).scalar_one(), COUNT_CAP)
         query = self.apply_all(query, filters, order_column, order_direction, page, page_size,
