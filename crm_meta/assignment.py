@@ -50,7 +50,8 @@ from sqlalchemy import select
 from crm_meta.plugins import hookimpl
 from crm_meta.services import assignment as rules
 from crm_meta.services import audit
-from crm_meta.services.members import department_of
+from crm_meta.services.members import department_of, department_tree
+from crm_meta.services.policy import subtree
 
 log = logging.getLogger("crm_meta.assignment")
 
@@ -109,7 +110,7 @@ def _outsider(session: Any, models: Any, rule: rules.Rule, actor: Any) -> bool:
     mine = department_of(session, models.system["member"], actor.user_id)
     if mine is None:
         return True
-    return mine not in rules.below(rule.department, rules.department_tree(session, models.system["dict_item"]))
+    return mine not in subtree(rule.department, department_tree(session, models.system["dict_item"]))
 
 
 @hookimpl(trylast=True)

@@ -48,6 +48,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from crm_meta.metadata.model import DEPARTMENT_DICTIONARY, Entity, Label, Registry
+from crm_meta.services.members import department_tree
+from crm_meta.services.policy import subtree
 
 log = logging.getLogger("crm_meta.assignment")
 
@@ -230,27 +232,9 @@ def first_match(rules: Iterable[Rule], values: Mapping[str, Any]) -> Rule | None
     return next((r for r in rules if matches(r, values)), None)
 
 
-def below(department: str, tree: Mapping[str, str | None]) -> list[str]:
-    """``department`` and every department under it (``tree``: code → parent code)."""
-    found, todo = [department], [department]
-    while todo:
-        parent = todo.pop()
-        for code, up in tree.items():
-            if up == parent and code not in found:
-                found.append(code)
-                todo.append(code)
-    return found
-
-
 def departments_of(rule: Rule, tree: Mapping[str, str | None]) -> list[str]:
     """The rule's department, and the ones below it when ``tree`` is set."""
-    return below(rule.department, tree) if rule.tree else [rule.department]
-
-
-def department_tree(session: Session, dict_item: Table) -> dict[str, str | None]:
-    rows = session.execute(select(dict_item.c.code, dict_item.c.attrs)
-                           .where(dict_item.c.dictionary == DEPARTMENT_DICTIONARY))
-    return {code: (attrs or {}).get("parent") for code, attrs in rows}
+    return sorted(subtree(rule.department, tree)) if rule.tree else [rule.department]
 
 
 # -- the pool and the pick ----------------------------------------------------------------------------
@@ -259,7 +243,7 @@ def pool(session: Session, models: Any, rule: Rule, user_model: Any) -> list[int
     """The user ids a record of ``rule`` may go to, ascending: active members of its department(s);
     managers only when ``include_managers`` or when nobody else is there."""
     member = models.system["member"]
-    departments = departments_of(rule, department_tree(session, models.system["dict_item"])) if rule.tree else [rule.department]
+    departments = departments_of(rule, department_tree(session, models.system["dict_item"]) if rule.tree else {})
     rows = session.execute(
         select(member.c.user_id, member.c.is_manager)
         .join(user_model.__table__, user_model.__table__.c.id == member.c.user_id)

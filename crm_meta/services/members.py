@@ -27,5 +27,12 @@ def set_member(session: Session, registry: Registry, member_table, user_id: int,
         session.execute(member_table.insert().values(user_id=user_id, department=department, is_manager=manager))
 
 
+def department_tree(session: Session, dict_item) -> dict[str, str | None]:
+    """code → parent code of the `department` dictionary's items as stored (``attrs.parent``)."""
+    rows = session.execute(select(dict_item.c.code, dict_item.c.attrs)
+                           .where(dict_item.c.dictionary == DEPARTMENT_DICTIONARY))
+    return {code: (attrs or {}).get("parent") for code, attrs in rows}
+
+
 def department_of(session: Session, member_table, user_id: int) -> str | None:
     return session.execute(select(member_table.c.department).where(member_table.c.user_id == user_id)).scalar()

@@ -63,9 +63,8 @@ def _pick(registry, entity: str, target: str, field: str | None, dictionaries) -
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _evidence_holds(service, evidence) -> bool:
-    """One alternative of ``requires_one_of`` on the record being moved (``service.obj``)."""
-    obj = service._moving
+def _evidence_holds(service, obj: Any, evidence) -> bool:
+    """One alternative of ``requires_one_of`` on the record ``obj`` being moved."""
     if evidence.field_name:
         return not _empty(getattr(obj, service.entity.field(evidence.field_name).column, None))
     registry = service.models.registry
@@ -117,8 +116,7 @@ def transition(service, record_id: Any, target: str, *, field: str | None = None
         problems["comment"] = [message("required", lang)]
         names.append("说明" if zh else "a comment")
     if move.requires_one_of:
-        service._moving = obj
-        if not any(_evidence_holds(service, e) for e in move.requires_one_of):
+        if not any(_evidence_holds(service, obj, e) for e in move.requires_one_of):
             names.append(_evidence_text(registry, entity, move, service.dictionaries, lang))
             problems.setdefault("_", [])
     if problems:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from sqlalchemy import and_, false, or_, select
 from sqlalchemy.orm import Session
@@ -118,16 +118,7 @@ class Policy:
         if department is None:
             return frozenset()
         if department not in self._below:
-            children: dict[str | None, list[str]] = {}
-            for code, parent in self.tree.items():
-                children.setdefault(parent, []).append(code)
-            found, todo = {department}, [department]
-            while todo:
-                for child in children.get(todo.pop(), ()):
-                    if child not in found:
-                        found.add(child)
-                        todo.append(child)
-            self._below[department] = frozenset(found)
+            self._below[department] = subtree(department, self.tree)
         return self._below[department]
 
     def departments_in_scope(self, scope: str | None) -> frozenset[str] | None:
@@ -199,9 +190,8 @@ class Policy:
         """A serialised record as the user may see it: hidden fields dropped, masked ones masked."""
         access = self.access(entity)
         out = {}
-        for key, value in data.items():
-            name = key[:-3] if key.endswith("_id") and key[:-3] in access.hidden else key
-            if name in access.hidden:
+        for key, value in data.items():  # keys are field names (the REST schemas name fk fields so too)
+            if key in access.hidden:
                 continue
             kind = access.masked.get(key)
             out[key] = mask(kind, value) if kind else value
@@ -243,9 +233,18 @@ class Policy:
         return session.execute(select(t.c.department).where(t.c.user_id == user_id)).scalar()
 
 
-def department_tree(items: Iterable[Any]) -> dict[str, str | None]:
-    """code → parent code, from the `department` dictionary's items (``attrs.parent``)."""
-    return {i.code: (i.attrs or {}).get("parent") for i in items}
+def subtree(department: str, tree: Mapping[str, str | None]) -> frozenset[str]:
+    """``department`` and every department below it (``tree``: code → parent code)."""
+    children: dict[str | None, list[str]] = {}
+    for code, parent in tree.items():
+        children.setdefault(parent, []).append(code)
+    found, todo = {department}, [department]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return frozenset(found)
 
 
 def system_policy(registry: Registry, member_table: Any = None) -> Policy:

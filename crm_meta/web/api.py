@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import has_request_context, request
+from flask import request
 from flask_appbuilder.api import ModelRestApi, expose, safe
 from flask_appbuilder.api.schemas import get_item_schema, get_list_schema
 from flask_appbuilder.exceptions import FABException
@@ -15,13 +15,14 @@ from crm_meta.web import context
 from crm_meta.web.datamodel import entity_interface
 from crm_meta.web.i18n import current_lang
 from crm_meta.web.rison import rison
+from crm_meta.web.security import BearerFirstApi
 from crm_meta.web.schemas import build_schemas
 from crm_meta.web.views import METHOD_PERMISSIONS, PERMISSIONS, class_name, display_column, refused_filters
 
 MAX_PAGE_SIZE = 100
 
 
-class EntityApi(ModelRestApi):
+class EntityApi(BearerFirstApi, ModelRestApi):
     """Base of the generated APIs; reads and writes go through the records service."""
 
     entity: Entity
@@ -35,12 +36,6 @@ class EntityApi(ModelRestApi):
         if isinstance(exc, RecordNotFound):
             return self.response_404()
         return self.response(exc.status, message=str(exc))
-
-    @property
-    def allow_browser_login(self) -> bool:
-        """The session cookie signs in only requests without an Authorization header: a bearer token,
-        when sent, is the identity (FAB let the cookie win — FAB_NOTES leak 6)."""
-        return not (has_request_context() and request.headers.get("Authorization"))
 
     def _dump(self, obj: Any) -> dict:
         return context.policy().project(self.entity.name, self.show_model_schema.dump(obj))

@@ -16,6 +16,7 @@ from crm_meta.services.masking import mask
 from crm_meta.web import context
 from crm_meta.web.forms import user_name
 from crm_meta.web.i18n import current_lang, t
+from crm_meta.web.security import BearerFirstApi
 
 PERMISSIONS = ["can_read", "can_write"]
 METHODS = {"index": "read", "decide": "write", "get_list": "read", "approve": "write", "reject": "write"}
@@ -90,17 +91,12 @@ class ApprovalsView(BaseView):
         return redirect(request.referrer or url_for("ApprovalsView.index"))
 
 
-class ApprovalsApi(BaseApi):
+class ApprovalsApi(BearerFirstApi, BaseApi):
     resource_name = "approvals"
     class_permission_name = "approvals"
     method_permission_name = METHODS
     base_permissions = PERMISSIONS
     openapi_spec_tag = "Approvals 审批"
-
-    @property
-    def allow_browser_login(self) -> bool:
-        from flask import has_request_context
-        return not (has_request_context() and request.headers.get("Authorization"))
 
     def _answer(self, request_id: int, approve: bool):
         body = request.get_json(silent=True) if request.is_json else None

@@ -25,6 +25,7 @@ from crm_meta.metadata.model import Entity, Field, Label
 from crm_meta.services import customer360
 from crm_meta.web import context
 from crm_meta.web.i18n import current_lang, t
+from crm_meta.web.security import BearerFirstApi
 
 PERMISSIONS = ["can_read"]
 METHODS = {"show": "read", "get_360": "read"}
@@ -278,18 +279,12 @@ class Customer360View(BaseView):
                                     title=f"{TITLE.get(lang)} · {data['title']}")
 
 
-class Customer360Api(BaseApi):
+class Customer360Api(BearerFirstApi, BaseApi):
     resource_name = "customer"
     class_permission_name = "customer"
     method_permission_name = METHODS
     base_permissions = PERMISSIONS
     openapi_spec_tag = "Customer 360° 客户全景"
-
-    @property
-    def allow_browser_login(self) -> bool:
-        from flask import has_request_context
-
-        return not (has_request_context() and request.headers.get("Authorization"))
 
     @expose("/<int:pk>/360", methods=["GET"])
     @protect()

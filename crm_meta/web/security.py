@@ -31,6 +31,16 @@ def _jwt_user():
         return None
 
 
+class BearerFirstApi:
+    """Mixed into every REST API class: the session cookie signs in only requests without an
+    Authorization header; a token, when sent, is the identity (FAB let the cookie win — FAB_NOTES
+    leak 6)."""
+
+    @property
+    def allow_browser_login(self) -> bool:
+        return not (has_request_context() and request.headers.get("Authorization"))
+
+
 class CrmSecurityManager(AuthAuditMixin, SecurityManager):
     """Permissions resolved once per request; a bearer token, when sent, is the only identity.
 
@@ -53,15 +63,18 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
                         and self._has_view_access(user, permission_name, view_name))
         return super().has_access(permission_name, view_name)
 
+    @staticmethod
+    def _grants(*columns):
+        """SELECT ``columns`` over role → permission-view → (permission, view menu)."""
+        return (select(*columns)
+                .select_from(Role)
+                .join(assoc_permissionview_role, assoc_permissionview_role.c.role_id == Role.id)
+                .join(PermissionView, PermissionView.id == assoc_permissionview_role.c.permission_view_id)
+                .join(Permission, Permission.id == PermissionView.permission_id)
+                .join(ViewMenu, ViewMenu.id == PermissionView.view_menu_id))
+
     def _pairs(self, role_filter) -> set[tuple[str, str]]:
-        stmt = (select(Permission.name, ViewMenu.name)
-                .join(PermissionView, PermissionView.permission_id == Permission.id)
-                .join(ViewMenu, ViewMenu.id == PermissionView.view_menu_id)
-                .join(assoc_permissionview_role,
-                      assoc_permissionview_role.c.permission_view_id == PermissionView.id)
-                .join(Role, Role.id == assoc_permissionview_role.c.role_id)
-                .where(role_filter))
-        return set(self.session.execute(stmt).all())
+        return set(self.session.execute(self._grants(Permission.name, ViewMenu.name).where(role_filter)).all())
 
     def _cached(self, key: str, load) -> set[tuple[str, str]]:
         if not has_request_context():
@@ -84,12 +97,8 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
         user = self.current_user
         role_ids = sorted({r.id for r in self.get_user_roles(user)}) \
             if user is not None and getattr(user, "is_authenticated", False) else []
-        stmt = (select(Role.id, Role.name, Permission.name, ViewMenu.name)
-                .join(assoc_permissionview_role, assoc_permissionview_role.c.role_id == Role.id)
-                .join(PermissionView, PermissionView.id == assoc_permissionview_role.c.permission_view_id)
-                .join(Permission, Permission.id == PermissionView.permission_id)
-                .join(ViewMenu, ViewMenu.id == PermissionView.view_menu_id)
-                .where(or_(Role.name == self.auth_role_public, Role.id.in_(role_ids))))
+        stmt = self._grants(Role.id, Role.name, Permission.name, ViewMenu.name).where(
+            or_(Role.name == self.auth_role_public, Role.id.in_(role_ids)))
         public, mine = set(), set()
         for role_id, role_name, perm, view in self.session.execute(stmt):
             if role_name == self.auth_role_public:
