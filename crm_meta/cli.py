@@ -50,6 +50,11 @@ crm = CrmGroup("crm", help="The CRM's own commands (check the data dictionary, i
                            "plugins, jobs) and those of its plugins.")
 
 
+from crm_meta.cli_schema import schema as _schema  # noqa: E402
+
+crm.add_command(_schema)
+
+
 def _config_without_app() -> dict:
     """Config as create_app would see it, without building the app (for `crm check`)."""
     from flask import Flask

@@ -307,4 +307,5 @@ def test_list_requests_take_the_same_few_statements_for_every_role(world):
             event.remove(engine, "before_cursor_execute", listener)
         counts[user] = len(seen)
     assert len(set(counts.values())) == 1, counts
-    assert max(counts.values()) <= 6, counts
+    # user+roles, permissions, policy, page, count, … plus the schema-generation check (crm_meta.web.live)
+    assert max(counts.values()) <= 7, counts

@@ -16,7 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SYSTEM_TABLES = ("crm_dict_item", "crm_sequence", "crm_schema_state", "crm_member", "crm_audit", "crm_alert",
+SYSTEM_TABLES = ("crm_dict_item", "crm_sequence", "crm_schema_state", "crm_schema_overlay", "crm_member", "crm_audit", "crm_alert",
                  "crm_change_request", "crm_status_history", "crm_notification")
 
 
@@ -46,6 +46,18 @@ def define_system_tables(metadata: MetaData) -> dict[str, Table]:
         Column("key", String(64), primary_key=True),
         Column("value", Text, nullable=False),
     )
+    # What admins changed on the schema screens (crm_meta.schema.overlay): one row per custom field or entity.
+    overlay = Table(
+        "crm_schema_overlay", metadata,
+        Column("kind", String(10), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("name", String(64), primary_key=True),
+        Column("spec", JSON, nullable=False),
+        Column("placement", JSON),
+        Column("position", Integer, nullable=False, default=0),
+        Column("updated_at", DateTime),
+        Column("updated_by", Integer),
+    )
     # Which department a user belongs to (a code of the `department` dictionary) and whether they manage it.
     member = Table(
         "crm_member", metadata,
@@ -54,7 +66,7 @@ def define_system_tables(metadata: MetaData) -> dict[str, Table]:
         Column("is_manager", Boolean, nullable=False, default=False),
     )
     audit, alert = define_audit_tables(metadata)
-    return {"dict_item": dict_item, "sequence": sequence, "state": state, "member": member,
+    return {"dict_item": dict_item, "sequence": sequence, "state": state, "member": member, "overlay": overlay,
             "audit": audit, "alert": alert, "change_request": define_change_request_table(metadata),
             "status_history": define_status_history_table(metadata),
             "notification": define_notification_table(metadata)}

@@ -54,7 +54,7 @@ def _str(self) -> str:
 
 def _columns(entity: Entity, user_table: Table, models_table: dict[str, str]) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
-    for f in entity.fields:
+    for f in entity.fields + entity.retired:  # a retired field keeps its column and data
         if f.is_multi:
             continue
         args: list[Any] = []
@@ -129,17 +129,24 @@ def build_models(registry: Registry, user_model: type) -> ModelSet:
                                                   lazy="select"))
             elif f.is_multi:
                 _link(ms, entity, cls, f.name)
+        for f in entity.retired:
+            if f.is_multi:  # the codes stay in their link table
+                _link_table(ms, entity, f.name)
     return ms
 
 
-def _link(ms: ModelSet, entity: Entity, cls: type, name: str) -> None:
-    """A link table ``<entity>__<field>`` holding one row per chosen code, proxied as a list of codes."""
-    table = Table(
+def _link_table(ms: ModelSet, entity: Entity, name: str) -> Table:
+    return Table(
         f"{entity.table}__{name}", ms.metadata,
         Column("record_id", Integer, ForeignKey(f"{entity.table}.id", ondelete="CASCADE"), primary_key=True),
         Column("code", String(CODE_LENGTH), primary_key=True),
         Index(f"ix_{entity.table}__{name}_code", "code"),
     )
+
+
+def _link(ms: ModelSet, entity: Entity, cls: type, name: str) -> None:
+    """A link table ``<entity>__<field>`` holding one row per chosen code, proxied as a list of codes."""
+    table = _link_table(ms, entity, name)
     link_cls = type(f"{cls.__name__}{name.capitalize()}Link", (ms.base,), {
         "__table__": table,
         "__init__": lambda self, code=None: setattr(self, "code", code),

@@ -53,7 +53,8 @@ def _system_fields() -> tuple[Field, ...]:
 def build_field(name: str, body: dict, source: SourceLocation | None) -> Field:
     optional = {k: body[k] for k in ("required", "unique", "indexed", "readonly", "default", "length",
                                      "min_length", "min", "max", "precision", "scale", "pattern",
-                                     "dictionary", "group", "entity", "format", "mask", "needs_approval") if k in body}
+                                     "dictionary", "group", "entity", "format", "mask", "needs_approval",
+                                     "renamed_from") if k in body}
     if body["type"] == "decimal":
         optional.setdefault("precision", 18)
         optional.setdefault("scale", 2)
@@ -82,16 +83,35 @@ def build_entity(name: str, body: dict, locate, extensions: Iterable[tuple[dict,
     entity's (or to its defaults, which only ever count its own fields) and their ``form`` sections to its
     form; added fields in no section join the entity's last section.
     """
-    own = tuple(build_field(n, b, locate(("fields", n))) for n, b in body["fields"].items())
+    retired: list[Field] = []
+
+    def active(built: Field, b: dict) -> bool:
+        if b.get("active", True) is False:
+            retired.append(built)
+            return False
+        return True
+
+    own = tuple(f for n, b in body["fields"].items() if active(f := build_field(n, b, locate(("fields", n))), b))
     declared = [f.name for f in own]
     added: list[Field] = []
     extra: dict[str, list[str]] = {"list": [], "search": [], "filters": []}
     extra_form: list[FormSection] = []
     for ext, ext_locate in extensions:
-        added += [build_field(n, b, ext_locate(("fields", n))) for n, b in ext["fields"].items()]
+        added += [f for n, b in ext["fields"].items()
+                  if active(f := build_field(n, b, ext_locate(("fields", n))), b)]
         for key in extra:
             extra[key] += ext.get(key) or []
         extra_form += [_section(s) for s in ext.get("form") or ()]
+    gone = {f.name for f in retired}
+    if gone:  # a retired field leaves every placement
+        extra = {k: [n for n in v if n not in gone] for k, v in extra.items()}
+        extra_form = [FormSection(s.label, tuple(n for n in s.fields if n not in gone)) for s in extra_form]
+        body = dict(body)
+        for key in ("list", "search", "filters"):
+            if body.get(key):
+                body[key] = [n for n in body[key] if n not in gone]
+        if body.get("form"):
+            body["form"] = [dict(s, fields=[n for n in s["fields"] if n not in gone]) for s in body["form"]]
     declared_fields = own + tuple(added)
     owner = body.get("owner") or next((f.name for f in declared_fields if f.name == "owner" and f.type == "user"), None)
     department = (_department_field(),) if owner and departments else ()
@@ -122,6 +142,8 @@ def build_entity(name: str, body: dict, locate, extensions: Iterable[tuple[dict,
         owner_field=owner,
         assignee_field=body.get("assignee"),
         source=locate(()),
+        retired=tuple(retired),
+        renamed_from=body.get("renamed_from"),
     )
 
 

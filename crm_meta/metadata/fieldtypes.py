@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 COMMON_KEYS = frozenset({"type", "label", "help", "required", "unique", "indexed", "readonly", "default",
-                         "needs_approval"})
+                         "needs_approval", "active", "renamed_from"})
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class Field:
     mask: str | None = None
     needs_approval: bool = False
     system: bool = False
+    renamed_from: str | None = None
     source: SourceLocation | None = field(default=None, compare=False)
 
     @property
@@ -137,6 +138,9 @@ class Entity:
     owner_field: str | None = None
     assignee_field: str | None = None
     source: SourceLocation | None = field(default=None, compare=False)
+    # Fields declared `active: false`: their columns (and data) stay, nothing else sees them.
+    retired: tuple[Field, ...] = ()
+    renamed_from: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", MappingProxyType({f.name: f for f in self.fields}))

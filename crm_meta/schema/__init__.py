@@ -14,17 +14,22 @@ if TYPE_CHECKING:
 __all__ = ["LoadedFile", "load_files", "validate_files", "load_and_validate", "load_registry"]
 
 
-def load_and_validate(paths: list[str | Path]) -> list[LoadedFile]:
-    """Read every ``*.yaml`` under ``paths`` and validate; raise SchemaErrors listing all issues."""
+def load_and_validate(paths: list[str | Path], overlay=None) -> list[LoadedFile]:
+    """Read every ``*.yaml`` under ``paths`` (plus the admins' ``overlay``, a crm_meta.schema.overlay.Overlay)
+    and validate; raise SchemaErrors listing all issues."""
     files, issues = load_files(paths)
+    if overlay:
+        extra, more = overlay.loaded_files()
+        files += extra
+        issues += more
     issues += validate_files(files)
     if issues:
         raise SchemaErrors(issues)
     return files
 
 
-def load_registry(paths: list[str | Path]) -> Registry:
-    """Load, validate and build the data dictionary under ``paths`` (raises SchemaErrors)."""
+def load_registry(paths: list[str | Path], overlay=None) -> Registry:
+    """Load, validate and build the data dictionary under ``paths`` + ``overlay`` (raises SchemaErrors)."""
     from crm_meta.metadata.build import build_registry
 
-    return build_registry(load_and_validate(paths))
+    return build_registry(load_and_validate(paths, overlay))

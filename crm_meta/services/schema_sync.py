@@ -43,6 +43,7 @@ def sync_schema(engine: Engine, models: ModelSet) -> list:
     digest = f"{models.registry.digest}:{system_digest(models)}"
     if _stored_digest(engine, models) == digest:
         return []
+    from crm_meta.services.schema_changes import bump_generation, store_snapshot
     from crm_meta.db import migrate  # Alembic is imported only when there is something to do
 
     state = models.system["state"]
@@ -52,8 +53,10 @@ def sync_schema(engine: Engine, models: ModelSet) -> list:
         else:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7262010)")
         try:
-            changes = migrate.apply(conn, models.metadata)
+            changes = migrate.apply(conn, models.metadata, models.registry)
             sync_from_registry(conn, models.system["dict_item"], models.registry)
+            store_snapshot(conn, set(models.metadata.tables))  # what `crm schema drift` compares with
+            bump_generation(conn)  # running workers of an older dictionary rebuild on their next request
             if conn.execute(select(state.c.key).where(state.c.key == STATE_KEY)).first():
                 conn.execute(state.update().where(state.c.key == STATE_KEY).values(value=digest))
             else:

@@ -28,6 +28,7 @@ MESSAGES = {
     "date": Label("日期格式应为 YYYY-MM-DD", "must be a date as YYYY-MM-DD"),
     "datetime": Label("时间格式应为 YYYY-MM-DDTHH:MM:SS", "must be a date-time as YYYY-MM-DDTHH:MM:SS"),
     "code": Label("“{v}” 不是可选项", "'{v}' is not one of the choices"),
+    "inactive": Label("“{v}” 已停用，不能再选用", "'{v}' is deactivated and can no longer be chosen"),
     "list": Label("必须是列表", "must be a list"),
     "id": Label("必须是记录编号（整数）", "must be a record id (integer)"),
     "missing": Label("所选记录不存在", "points at a record that does not exist"),
@@ -194,4 +195,5 @@ def _check_code(field: Field, code: str, dictionaries: Dictionaries, old: list) 
     item = dictionaries.get(field.dictionary, code)
     ok = item is not None and (item.active or code in old) and (not field.group or item.group == field.group)
     if not ok:
-        raise Invalid("code", v=code[:64])
+        in_group = item is not None and (not field.group or item.group == field.group)
+        raise Invalid("inactive" if in_group else "code", v=code[:64])  # in_group: refused as deactivated

@@ -45,6 +45,22 @@ def enum_choices(field: Field, *, blank: bool = True):
     return choices
 
 
+def keep_current_choices(form, entity: Entity, obj: Any) -> None:
+    """A record's own codes stay selectable on its edit form after their items were deactivated (marked
+    so); without them the dropdown would show blank and a save would drop the value."""
+    dicts, lang = context.dictionaries(), current_lang()
+    for name in entity.form_fields:
+        f = entity.field(name)
+        if not f.dictionary or name not in form or not hasattr(form[name], "choices"):
+            continue
+        held = getattr(obj, name) if f.is_multi else getattr(obj, f.column)
+        offered = {c[0] for c in form[name].choices or ()}
+        extra = [(c, dicts.label(f.dictionary, c, lang) + t("（已停用）", " (inactive)"))
+                 for c in ((held or []) if f.is_multi else [held] if held else []) if c not in offered]
+        if extra:
+            form[name].choices = list(form[name].choices or ()) + extra
+
+
 def user_name(user) -> str:
     """Chinese names read family name first (王芳); others first name first."""
     if user is None:

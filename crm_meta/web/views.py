@@ -15,6 +15,7 @@ from crm_meta.web import context
 from crm_meta.web.datamodel import entity_interface
 from crm_meta.services.masking import looks_masked, mask
 from crm_meta.web.forms import CHANGE_REASON, build_form, enum_choices, form_values, record_values, user_name
+from crm_meta.web.forms import keep_current_choices
 from crm_meta.web.i18n import current_lang, lazy, t
 
 RECORD_SECTION = Label("记录信息", "Record")
@@ -298,6 +299,7 @@ class EntityModelView(ModelView):
             masked = context.policy().access(self.entity.name).masked
             data = {k: (mask(masked[k], v) if k in masked else v) for k, v in record_values(obj, self.entity).items()}
             form = self._policy_form(self.edit_form(data=data))
+        keep_current_choices(form, self.entity, obj)  # deactivated codes the record holds stay shown
         return self._get_edit_widget(form=form)
 
     def _delete(self, pk):
