@@ -6,6 +6,7 @@ from typing import Any
 from markupsafe import escape
 from sqlalchemy import func, select
 
+from crm_meta.metadata.fieldtypes import FIELD_TYPES
 from crm_meta.plugins import Widget, hookimpl
 from crm_meta.services.records import COUNT_CAP
 
@@ -50,3 +51,9 @@ def crm_dashboard_widgets():
             # entity="alerts": the dashboard asks can_read on the alerts screen, so only its users see the box
             Widget("security_alerts", {"zh": "安全告警", "en": "Security alerts"}, render_security_alerts,
                    entity="alerts", order=1)]
+
+
+@hookimpl
+def crm_field_types():
+    """The standard types of the dictionary language (string, text, …, autonumber), as any plugin's."""
+    return list(FIELD_TYPES.values())

@@ -77,6 +77,8 @@ def check(paths: tuple[str, ...]) -> None:
     plugins = Plugins()
     if paths:
         targets = list(paths)
+        # the enabled plugins' field types are known (a broken plugin is not this check's business)
+        plugins = load_plugins(_config_without_app(), strict=False)
     else:
         config = _config_without_app()
         try:
@@ -86,7 +88,7 @@ def check(paths: tuple[str, ...]) -> None:
             sys.exit(1)
         targets = schema_paths(config) + [str(p) for p in plugins.schema_paths()]
     try:
-        registry = load_registry(targets)
+        registry = load_registry(targets, field_types=_field_types(plugins))
     except SchemaErrors as exc:
         from crm_meta.web.factory import plugin_blame
 
@@ -98,6 +100,15 @@ def check(paths: tuple[str, ...]) -> None:
     fields = sum(len(e.user_fields) for e in registry.entities)
     click.echo(f"ok: {len(registry.entities)} entities, {fields} fields, "
                f"{len(registry.dictionaries)} dictionaries ({', '.join(targets)})")
+
+
+def _field_types(plugins):
+    """The field types of the enabled plugins (the built-in ones when they cannot be collected)."""
+    try:
+        return plugins.field_types()
+    except PluginError as exc:
+        click.echo(f"crm_meta: {exc}", err=True)
+        sys.exit(1)
 
 
 def ensure_admin(password: str | None = None) -> tuple[str, str] | None:
@@ -216,6 +227,13 @@ def plugins_command() -> None:
         if info.error:
             click.echo(f"    error: {info.error}")
         click.echo(f"    hooks: {', '.join(info.hooks) or '(none)'}")
+        if info.enabled and not info.error and "crm_field_types" in info.hooks:
+            try:
+                added = [t for t in plugins.field_types().custom_types if t.plugin == info.name]
+            except PluginError:
+                added = []
+            for t in added:
+                click.echo(f"    field type: {t.name} ({t.base}{', ' + t.pattern if t.pattern else ''})")
         for path in info.schema_paths:
             files = schema_files([path]) if path.exists() else []
             for f in files:

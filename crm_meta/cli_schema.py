@@ -41,7 +41,8 @@ def _service():
     plugins = load_plugins(config)
     engine = create_engine(config["SQLALCHEMY_DATABASE_URI"], **config.get("SQLALCHEMY_ENGINE_OPTIONS", {}))
     paths = schema_paths(config) + [str(p) for p in plugins.schema_paths()]
-    return SchemaChanges(engine, paths, User, backup_dir=instance / "backups"), engine
+    return SchemaChanges(engine, paths, User, backup_dir=instance / "backups",
+                         field_types=plugins.field_types()), engine
 
 
 def _fail(exc: Exception) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     import click
     from sqlalchemy.orm import Session
 
+    from crm_meta.metadata.fieldtypes import CustomType, FieldType
     from crm_meta.plugins import Job, Widget
     from crm_meta.services.records import Actor
 
@@ -45,6 +46,26 @@ def crm_schema_paths() -> Iterable[str | Path]:
     through the same validation and start-up migration: new entities, dictionaries, menus, and fields
     added to existing entities with an ``extend:`` section. An invalid file stops the app with every
     error as ``path:line:col: message`` and a line naming the plugin.
+    """
+
+
+@hookspec
+def crm_field_types() -> Iterable[CustomType | FieldType]:
+    """Field types this plugin adds to the dictionary language (``type: <name>`` on a field).
+
+    When: at start-up (``create_app``, collected once per app) and by ``flask crm check`` /
+    ``flask crm schema …``, before the dictionary is validated. Arguments: none.
+    Returns: a list of ``crm_meta.metadata.fieldtypes.CustomType(name, base, label=None, length=None,
+    pattern=None, message=None, normalize=None, check=None, text_search=None, keys=None)``. A type is
+    built on a built-in ``base`` type (string, text, integer, decimal, money, boolean, date, datetime,
+    phone, email, url), whose column, form widget and REST/OpenAPI schema it reuses; on every create
+    and update (screens, REST, imports) the submitted text goes through ``normalize(text)``, then
+    the base's checks, the ``pattern`` (text bases) and ``check(value) -> message | None``; a refusal
+    shows ``message`` (or what ``check`` returned) under the field. The types belong to the app
+    whose plugins declare them: a dictionary using a type no enabled plugin declares is invalid
+    ("'x' is not one of [...]"). A name that is a built-in type's or another plugin's stops the
+    app with a message naming both plugins. The built-in types themselves come through this hook
+    from ``crm_meta.builtin``.
     """
 
 

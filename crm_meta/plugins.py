@@ -38,6 +38,7 @@ import pluggy
 
 from crm_meta import hookspecs
 from crm_meta.errors import PluginError, RecordError
+from crm_meta.metadata.fieldtypes import FieldTypes
 
 log = logging.getLogger("crm_meta.plugins")
 
@@ -234,6 +235,7 @@ class Plugins:
         self.command_plugins: dict[str, str] = {}  # command name → plugin
         self.widgets: list[Widget] = []
         self.jobs: dict[str, Job] = {}
+        self._field_types: FieldTypes | None = None
 
     # what is there -----------------------------------------------------------------------------
     @property
@@ -249,6 +251,14 @@ class Plugins:
 
     def schema_paths(self) -> list[Path]:
         return [p for i in self.enabled for p in i.schema_paths]
+
+    def field_types(self) -> FieldTypes:
+        """The app's field types: what the enabled plugins return from ``crm_field_types`` (the standard
+        types come from ``crm_meta.builtin``; they stay, as the language's own, when it is disabled).
+        Two plugins declaring one name raise a ``PluginError`` naming both."""
+        if self._field_types is None:
+            self._field_types = FieldTypes.collect(self.each("crm_field_types")).with_builtins("crm_meta")
+        return self._field_types
 
     def plugin_of_path(self, path: str | Path) -> str | None:
         """The enabled plugin that contributed ``path`` (a file or directory it returned), if any."""
@@ -334,6 +344,7 @@ class Plugins:
                 self.info(plugin).schema_paths = [Path(p) for p in paths]
             except TypeError:
                 raise PluginError(plugin, f"crm_schema_paths must return a list of paths, not {paths!r}") from None
+        self.field_types()
         from crm_meta.cli import crm as builtin_group
 
         for plugin, commands in self.each("crm_cli_commands"):

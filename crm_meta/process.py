@@ -4,10 +4,10 @@ as any plugin (disable with ``CRM_DISABLED_PLUGINS=crm_meta.process``).
 | hook | what |
 |---|---|
 | ``crm_after_create`` / ``crm_after_update`` / ``crm_after_delete`` | customer: next follow-up due from the grade's cadence; follow_up: late flag, the customer's last/next follow-up; feedback: due times from the priority, responded/resolved stamps from the status |
-| ``crm_cli_commands`` | ``crm remind [--date D]``, ``crm sla scan`` |
+| ``crm_cli_commands`` | ``crm remind [--date D]`` (first applies cadence changes: ``followups.apply_cadence_changes``), ``crm sla scan`` |
 | ``crm_scheduled_jobs`` | ``follow_up_remind`` (hourly; notices once per owner and day), ``sla_scan`` (every 5 minutes) |
 | ``crm_dashboard_widgets`` | notifications, follow-ups due, SLA breaches |
-| ``crm_register_views`` | /crm/followups/, /crm/notifications/, /crm/sla/ (crm_meta/web/process_views.py) |
+| ``crm_register_views`` | /crm/followups/, /crm/notifications/, /crm/sla/, REST /api/v1/notifications/ (crm_meta/web/process_views.py) |
 
 The logic is in ``crm_meta.services.followups`` / ``sla`` / ``notifications`` (no Flask); the hooks
 only route record events to it. Everything a hook writes is in the transaction of the change.
@@ -115,8 +115,11 @@ def remind_command(day, no_notify: bool) -> None:
     if not followups.enabled(b.models):
         click.echo("customer has no next_follow_up_at field: nothing to remind", err=True)
         sys.exit(1)
+    grades, moved = followups.apply_cadence_changes(b.db.session, b.models)
     result = followups.remind(b.db.session, b.models, day.date() if day else None, notify=not no_notify)
     b.db.session.commit()
+    if grades:
+        click.echo(f"跟进周期 Cadence of {', '.join(grades)} applied: {moved} due date(s) recomputed")
     names = _user_names(b.db.session, [o.owner_id for o in result.owners])
     click.echo(f"跟进提醒 Follow-up reminders {result.day.isoformat()}: {len(result.owners)} owner(s), "
                f"{result.due_today} due today, {result.overdue} overdue; "
@@ -162,8 +165,10 @@ def run_remind(build: Any) -> str:
 
     if not followups.enabled(build.models):
         return "no cadence fields"
+    grades, moved = followups.apply_cadence_changes(build.db.session, build.models)
     r = followups.remind(build.db.session, build.models)
-    return f"{r.day}: {len(r.owners)} owner(s), {r.due_today} due today, {r.overdue} overdue, {r.created} new notice(s)"
+    recomputed = f" (cadence changed: {moved} due date(s) recomputed)" if grades else ""
+    return f"{r.day}: {len(r.owners)} owner(s), {r.due_today} due today, {r.overdue} overdue, {r.created} new notice(s){recomputed}"
 
 
 def run_scan(build: Any) -> str:

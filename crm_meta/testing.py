@@ -64,9 +64,9 @@ def make_app(tmp_path: str | Path, plugins: Iterable[Any] = (), schemas: str | P
 
 def dispose(app: Flask) -> None:
     """Close the app's database connections (PostgreSQL tests drop their database afterwards)."""
-    with app.app_context():
-        app.extensions["crm"].db.session.remove()
-        app.extensions["crm"].db.engine.dispose()
+    from crm_meta.web.live import shutdown
+
+    shutdown(app)
 
 
 def csrf_token(client, url: str) -> str:

@@ -167,10 +167,10 @@ def make_app(db_url, tmp_path):
         return app
 
     yield make
+    from crm_meta.web.live import shutdown
+
     for app in made:
-        with app.app_context():
-            app.extensions["crm"].db.session.remove()
-            app.extensions["crm"].db.engine.dispose()
+        shutdown(app)  # every schema generation it served: sessions, pools, mapper links
 
 
 @pytest.fixture

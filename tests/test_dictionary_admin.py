@@ -36,7 +36,8 @@ def snapshot(app) -> tuple[list, int]:
     with app.app_context():
         b = _system(app)
         t, a = b.models.system["dict_item"], b.models.system["audit"]
-        rows = sorted(tuple(sorted((k, str(v)) for k, v in r.items())) for r in b.db.session.execute(select(t)).mappings())
+        rows = sorted(tuple(sorted((k, str(v)) for k, v in r.items()))
+                      for r in b.db.session.execute(select(t)).mappings())
         return rows, b.db.session.execute(select(func.count()).select_from(a)).scalar()
 
 
@@ -277,6 +278,7 @@ def test_only_administrators(app, client):
     assert bearer.post("/api/v1/dictionaries/grade/order", json={"codes": ["C"]}).status_code == 403
     assert "D" not in items_of(app, "grade") and items_of(app, "grade")["A"]["active"] is True
     assert audit_of(app) == []
+    assert not [p for p in bearer.get("/api/v1/_openapi").json["paths"] if "/dictionaries/" in p]
     # a cookie-authenticated REST write needs the CSRF token, admins included
     assert client.post("/api/v1/dictionaries/grade/items", json={"code": "D", "label": {"zh": "丁", "en": "D"}}
                        ).status_code == 400

@@ -243,6 +243,12 @@ CASES = [
             fields:
               number: {type: autonumber, label: No.}
         """),
+    # --- data classes, deactivation, renames ---------------------------------------------------
+    edited("unknown-data-class", "access.yaml", "classes: {revenue: hidden}  #", "classes: {revenu: hidden}  #",
+           "access.yaml:@revenu: hidden}  #", "no field of the dictionary has the class 'revenu' (did you mean 'revenue'?)"),
+    edited("renamed-from-existing-field", "customer.yaml", "        classes: [revenue]\n",
+           "        classes: [revenue]\n        renamed_from: name  # old\n", "customer.yaml:@name  # old",
+           "'name' is still a field of 'customer'"),
     # --- autonumber formats -------------------------------------------------------------------
     edited("autonumber-no-seq", "customer.yaml", '"C{YYYYMMDD}{seq:3}"', '"C{YYYYMMDD}"', "customer.yaml:@\"C{",
            "exactly one {seq:N} part, found 0"),

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from alembic.operations import Operations
-from sqlalchemy import text
+from alembic.operations import Operations, ops
+from sqlalchemy import DefaultClause, text
 from sqlalchemy.engine import Connection
 
 from crm_meta.db.plan import Change, Plan, context, family
@@ -59,6 +59,28 @@ def _step(connection: Connection, operations: Operations, change: Change) -> Non
         connection.exec_driver_sql(f"ALTER TABLE {_q(connection, t)} DROP COLUMN {_q(connection, change.op.column_name)}")
     elif kind in ("widen", "type_change"):
         _retype(connection, change)
+    elif kind == "add_column":
+        # The column alone: its index, unique constraint and foreign key are steps of their own in the plan
+        # (Alembic's add_column would create them too, and the later step would then fail).
+        column = change.op.column._copy()
+        fill = change.detail.get("fill")
+        if fill is not None:  # a required field's declared default fills the existing rows
+            column.server_default = DefaultClause(str(int(fill) if isinstance(fill, bool) else fill))
+        operations.schema_obj.table(t, column)
+        operations.impl.add_column(t, column)
+        if fill is not None and connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"ALTER TABLE {_q(connection, t)} ALTER COLUMN {_q(connection, column.name)} "
+                                       "DROP DEFAULT")
+    elif kind == "nullable" and connection.dialect.name == "sqlite":
+        _sqlite_nullable(connection, t, change.op.column_name, change.op.modify_nullable)
+    elif isinstance(change.op, ops.CreateForeignKeyOp) and connection.dialect.name == "sqlite":
+        _sqlite_foreign_key(connection, change.op)
+    elif isinstance(change.op, ops.CreateUniqueConstraintOp) and connection.dialect.name == "sqlite":
+        # SQLite cannot add a constraint to a table: a unique index of the same name does the same job
+        # (build_plan treats the two as one)
+        cols = ", ".join(_q(connection, c) for c in change.op.columns)
+        connection.exec_driver_sql(f"CREATE UNIQUE INDEX {_q(connection, change.op.constraint_name)} ON "
+                                   f"{_q(connection, t)} ({cols})")
     else:
         operations.invoke(change.op)
 
@@ -92,11 +114,32 @@ def _sqlite_declared_type(connection: Connection, t: str, c: str, new_sql: str, 
     if cut:
         connection.exec_driver_sql(f'UPDATE "{t}" SET "{c}" = substr("{c}", 1, {int(cut)}) '
                                    f'WHERE length("{c}") > {int(cut)}')
+    _sqlite_column_def(connection, t, c, lambda m: m.group(1) + new_sql + m.group(3))
+
+
+def _sqlite_nullable(connection: Connection, t: str, c: str, nullable: bool) -> None:
+    """Add or remove NOT NULL in the column's definition (the plan has checked that no row is empty)."""
+    _sqlite_column_def(connection, t, c, lambda m: m.group(1) + m.group(2) + ("" if nullable else " NOT NULL")
+                       + re.sub(r"\s+NOT\s+NULL\b", "", m.group(3), flags=re.IGNORECASE))
+
+
+# A column definition in SQLite's CREATE TABLE text: (name and space)(declared type)(the rest, up to , or ))
+_NOT_TYPE = r"(?!(?:NOT|NULL|DEFAULT|PRIMARY|UNIQUE|CHECK|REFERENCES|COLLATE|CONSTRAINT|GENERATED)\b)"
+
+
+def _sqlite_column_def(connection: Connection, t: str, c: str, edit) -> None:
     sql = connection.exec_driver_sql("SELECT sql FROM sqlite_schema WHERE type='table' AND name=?", (t,)).scalar()
-    pattern = re.compile(r'((?:^|[(,])\s*"?' + re.escape(c) + r'"?\s+)([A-Za-z ]+(?:\([^)]*\))?)', re.IGNORECASE)
-    new_table_sql, n = pattern.subn(lambda m: m.group(1) + new_sql, sql, count=1)
+    pattern = re.compile(r'((?:^|[(,])\s*"?' + re.escape(c) + r'"?\s+)'
+                         r'([A-Za-z]+(?:\s+' + _NOT_TYPE + r'[A-Za-z]+)*(?:\s*\([^)]*\))?)'
+                         r"((?:'(?:[^']|'')*'|\([^()]*\)|[^,()'])*)",
+                         re.IGNORECASE)
+    new_table_sql, n = pattern.subn(edit, sql, count=1)
     if n != 1:
         raise MigrationError(f"cannot find column {t}.{c} in its table definition")
+    _sqlite_write_table_sql(connection, t, new_table_sql)
+
+
+def _sqlite_write_table_sql(connection: Connection, t: str, new_table_sql: str) -> None:
     version = connection.exec_driver_sql("PRAGMA schema_version").scalar()
     connection.exec_driver_sql("PRAGMA writable_schema=ON")
     try:
@@ -104,6 +147,25 @@ def _sqlite_declared_type(connection: Connection, t: str, c: str, new_sql: str, 
         connection.exec_driver_sql(f"PRAGMA schema_version={int(version) + 1}")
     finally:
         connection.exec_driver_sql("PRAGMA writable_schema=OFF")
+
+
+def _sqlite_foreign_key(connection: Connection, op) -> None:
+    """SQLite cannot ALTER-add a constraint: write the foreign key into the table's definition (no row moves),
+    as CREATE TABLE would have it, then check the existing rows against it."""
+    t, q = op.source_table, (lambda name: _q(connection, name))
+    clause = (f"CONSTRAINT {q(op.constraint_name)} FOREIGN KEY({', '.join(map(q, op.local_cols))}) REFERENCES "
+              f"{q(op.referent_table)} ({', '.join(map(q, op.remote_cols))})")
+    for key in ("ondelete", "onupdate"):
+        if op.kw.get(key):
+            clause += f" ON {key[2:].upper()} {op.kw[key]}"
+    sql = connection.exec_driver_sql("SELECT sql FROM sqlite_schema WHERE type='table' AND name=?", (t,)).scalar()
+    body = sql.rstrip()
+    if not body.endswith(")"):
+        raise MigrationError(f"cannot read the definition of table {t}")
+    _sqlite_write_table_sql(connection, t, f"{body[:-1].rstrip()}, \n\t{clause}\n)")
+    bad = connection.exec_driver_sql(f"PRAGMA foreign_key_check({q(t)})").fetchall()
+    if bad:
+        raise MigrationError(f"{len(bad)} row(s) of {t} point at no row of {op.referent_table}")
 
 
 def _sqlite_shadow(connection: Connection, t: str, c: str, new, new_sql: str) -> None:

@@ -184,16 +184,43 @@ def build_plan(connection: Connection, metadata: MetaData, registry=None, *,
             skip |= {id(dropped_cols[(tname, old)]), id(added_cols[(tname, new)])}
             changes.append(Change("rename_column", tname, f"rename column {tname}.{old} → {new} (data kept)",
                                   True, detail={"old": old, "new": new}))
+    if connection.dialect.name == "sqlite":  # a unique constraint added later is a unique index there (apply.py)
+        uniques = {(op.table_name, op.constraint_name, tuple(op.columns)): op for op in raw
+                   if isinstance(op, ops.CreateUniqueConstraintOp)}
+        for op in raw:
+            if isinstance(op, ops.DropIndexOp) and op._reverse is not None and op._reverse.unique:
+                cols = tuple(getattr(c, "name", c) for c in op._reverse.columns)
+                twin = uniques.get((op.table_name, op.index_name, cols))
+                if twin is not None:
+                    skip |= {id(op), id(twin)}
     renamed_away = set(table_renames)
+    new = set(created_tables) | {f"{t}.{c}" for t, c in added_cols}  # no values yet: nothing can be duplicated
     for op in raw:
         if id(op) in skip:
             continue
         if getattr(op, "table_name", None) in renamed_away and isinstance(op, (ops.DropIndexOp,)):
             continue  # the old table's indexes go with the rename
-        changes.append(_classify(connection, metadata, op))
+        changes.append(_classify(connection, metadata, op, new))
+    _fill_defaults(changes, registry)
     changes.sort(key=lambda c: PHASES.index(c.kind) if c.kind in PHASES else len(PHASES))
     warnings, limits = budgets(connection, metadata)
     return Plan(changes, warnings, connection.dialect.name, limits)
+
+
+def _fill_defaults(changes: list[Change], registry) -> None:
+    """A required field added to a table with rows is not blocked when it declares a fixed default:
+    the existing rows get that value (apply.py adds the column with it)."""
+    if registry is None:
+        return
+    fixed = {(e.table, f.column): f.default for e in registry.entities for f in e.fields
+             if f.column and f.default is not None and not isinstance(f.default, (list, dict))
+             and f.default not in ("current_user", "now", "today")}
+    for change in changes:
+        key = (change.table, getattr(change.op, "column", None) is not None and change.op.column.name)
+        if change.kind == "add_column" and change.blocked and key in fixed:
+            change.blocked = ""
+            change.detail["fill"] = fixed[key]
+            change.text += f" (existing rows get {fixed[key]!r})"
 
 
 def _count(connection: Connection, tname: str, where=None) -> int:
@@ -203,7 +230,7 @@ def _count(connection: Connection, tname: str, where=None) -> int:
     return connection.execute(q).scalar() or 0
 
 
-def _classify(connection: Connection, metadata: MetaData, op) -> Change:
+def _classify(connection: Connection, metadata: MetaData, op, new: set[str] = frozenset()) -> Change:
     if isinstance(op, ops.CreateTableOp):
         ncols = sum(1 for c in op.columns if hasattr(c, "primary_key"))
         return Change("add_table", op.table_name, f"add table {op.table_name} ({ncols} columns)", True, op)
@@ -231,16 +258,15 @@ def _classify(connection: Connection, metadata: MetaData, op) -> Change:
         text = f"add {'unique ' if op.unique else ''}index {op.index_name} on {op.table_name} ({', '.join(cols)})"
         change = Change("add_index", op.table_name, text, True, op)
         if op.unique:
-            dupes = _duplicates(connection, op.table_name, cols)
-            if dupes:
-                change.blocked = (f"{dupes} value(s) of {op.table_name}.{', '.join(cols)} appear more than once; "
-                                  "a unique index cannot be built until they differ")
+            _block_duplicates(connection, change, [getattr(c, "name", str(c)) for c in op.columns], "unique index", new)
         return change
     if isinstance(op, ops.DropIndexOp):
         return Change("drop_index", op.table_name, f"drop index {op.index_name} on {op.table_name}", True, op)
     if isinstance(op, ops.CreateUniqueConstraintOp):
-        return Change("add_constraint", op.table_name, f"add unique constraint {op.constraint_name} on "
-                      f"{op.table_name}", True, op)
+        change = Change("add_constraint", op.table_name, f"add unique constraint {op.constraint_name} on "
+                        f"{op.table_name}", True, op)
+        _block_duplicates(connection, change, list(op.columns), "unique constraint", new)
+        return change
     if isinstance(op, ops.CreateForeignKeyOp):
         return Change("add_constraint", op.source_table, f"add foreign key {op.constraint_name} on "
                       f"{op.source_table}", True, op)
@@ -252,6 +278,16 @@ def _classify(connection: Connection, metadata: MetaData, op) -> Change:
     name = getattr(op, "table_name", "") or ""
     return Change("other", name, f"{type(op).__name__} {name}".strip(), False, op,
                   blocked="the CRM does not apply this kind of change automatically")
+
+
+def _block_duplicates(connection: Connection, change: Change, cols: list[str], what: str, new: set[str]) -> None:
+    """Block a unique index/constraint over values that appear more than once (new tables/columns have none)."""
+    if change.table in new or any(f"{change.table}.{c}" in new for c in cols):
+        return
+    dupes = _duplicates(connection, change.table, cols)
+    if dupes:
+        change.blocked = (f"{dupes} value(s) of {change.table}.{', '.join(cols)} appear more than once; "
+                          f"a {what} cannot be built until they differ")
 
 
 def _duplicates(connection: Connection, tname: str, cols: list[str]) -> int:

@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any, Iterable
 
 from crm_meta.errors import SourceLocation
+from crm_meta.metadata.fieldtypes import FieldTypes, field_types_of
 from crm_meta.metadata.model import (
     DictItem,
     Dictionary,
@@ -21,6 +22,7 @@ from crm_meta.metadata.model import (
     DEPARTMENT_FIELD,
     Evidence,
     Grant,
+    FollowUpTask,
     Pipeline,
     Registry,
     Role,
@@ -50,16 +52,23 @@ def _system_fields() -> tuple[Field, ...]:
     )
 
 
-def build_field(name: str, body: dict, source: SourceLocation | None) -> Field:
+def build_field(name: str, body: dict, source: SourceLocation | None, types: FieldTypes | None = None) -> Field:
+    """One declared field; ``types``: the app's field types (a plugin type is built on its base)."""
+    custom = types.custom(body["type"]) if types is not None else None
+    base = custom.base if custom is not None else body["type"]
     optional = {k: body[k] for k in ("required", "unique", "indexed", "readonly", "default", "length",
                                      "min_length", "min", "max", "precision", "scale", "pattern",
                                      "dictionary", "group", "entity", "format", "mask", "needs_approval",
                                      "renamed_from") if k in body}
-    if body["type"] == "decimal":
+    if custom is not None:
+        optional["custom"] = custom
+    if base == "decimal":
         optional.setdefault("precision", 18)
         optional.setdefault("scale", 2)
-    if body["type"] == "money":
+    if base == "money":
         optional.update(precision=18, scale=2)
+    if body.get("classes"):
+        optional["classes"] = tuple(body["classes"])
     return Field(
         name=name,
         type=body["type"],
@@ -76,7 +85,7 @@ def _section(s: dict) -> FormSection:
 
 
 def build_entity(name: str, body: dict, locate, extensions: Iterable[tuple[dict, Any]] = (),
-                 departments: bool = False) -> Entity:
+                 departments: bool = False, types: FieldTypes | None = None) -> Entity:
     """One entity; ``extensions`` are the ``extend:`` bodies for it (with their locate), in file order.
 
     Added fields come after the entity's own; their ``list``/``search``/``filters`` are appended to the
@@ -91,14 +100,15 @@ def build_entity(name: str, body: dict, locate, extensions: Iterable[tuple[dict,
             return False
         return True
 
-    own = tuple(f for n, b in body["fields"].items() if active(f := build_field(n, b, locate(("fields", n))), b))
+    own = tuple(f for n, b in body["fields"].items()
+                if active(f := build_field(n, b, locate(("fields", n)), types), b))
     declared = [f.name for f in own]
     added: list[Field] = []
     extra: dict[str, list[str]] = {"list": [], "search": [], "filters": []}
     extra_form: list[FormSection] = []
     for ext, ext_locate in extensions:
         added += [f for n, b in ext["fields"].items()
-                  if active(f := build_field(n, b, ext_locate(("fields", n))), b)]
+                  if active(f := build_field(n, b, ext_locate(("fields", n)), types), b)]
         for key in extra:
             extra[key] += ext.get(key) or []
         extra_form += [_section(s) for s in ext.get("form") or ()]
@@ -168,7 +178,8 @@ def build_role(name: str, body: dict) -> Role:
         actions = set(g.get("actions") or ())
         if "all" in actions:
             actions = set(ACTIONS)
-        grants[entity] = Grant(frozenset(actions), g.get("scope", "own"), MappingProxyType(dict(g.get("fields") or {})))
+        grants[entity] = Grant(frozenset(actions), g.get("scope", "own"), MappingProxyType(dict(g.get("fields") or {})),
+                               MappingProxyType(dict(g.get("classes") or {})))
     return Role(name, label(body["label"], name), bool(body.get("superuser")), MappingProxyType(grants),
                 tuple(body.get("screens") or ()))
 
@@ -189,7 +200,9 @@ def build_pipeline(name: str, body: dict, dictionaries: dict[str, Any], entities
             sources=sources, target=t["to"], label=label(t["label"]) if "label" in t else None,
             roles=frozenset(t["roles"]) if "roles" in t else None, requires=tuple(t.get("requires") or ()),
             requires_one_of=evidence, sets=MappingProxyType(dict(t.get("set") or {})),
-            notify_owner=bool(t.get("notify_owner")), comment_required=bool(t.get("comment_required"))))
+            notify_owner=bool(t.get("notify_owner")), comment_required=bool(t.get("comment_required")),
+            follow_up=FollowUpTask(int(t["follow_up"]["in_days"]), label(t["follow_up"]["note"])
+                                   if t["follow_up"].get("note") else None) if t.get("follow_up") else None))
     initial = body.get("initial") or field_body.get("default")
     return Pipeline(name, label(body["label"], name), body["entity"], body["field"],
                     str(initial) if initial is not None else None, tuple(transitions))
@@ -209,8 +222,9 @@ def digest_of(documents: Iterable[Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def build_registry(files) -> Registry:
-    """Merge validated files (LoadedFile) into a Registry."""
+def build_registry(files, field_types: FieldTypes | None = None) -> Registry:
+    """Merge validated files (LoadedFile) into a Registry; ``field_types``: the app's (None: built-in only)."""
+    types = field_types_of(field_types)
     entities, dictionaries, menus, roles, docs = [], [], [], [], []
     pipeline_bodies: list[tuple[str, dict]] = []
     all_dicts = {n: b for f in files for n, b in ((f.data or {}).get("dictionaries") or {}).items()}
@@ -233,11 +247,15 @@ def build_registry(files) -> Registry:
             dictionaries.append(build_dictionary(name, body))
         for name, body in (data.get("entities") or {}).items():
             entities.append(build_entity(name, body, lambda p, f=f, n=name: f.locate(("entities", n) + p),
-                                         extensions.get(name, ()), departments))
+                                         extensions.get(name, ()), departments, types))
         for name, body in (data.get("roles") or {}).items():
             roles.append(build_role(name, body))
         for name, body in (data.get("pipelines") or {}).items():
             pipeline_bodies.append((name, body))
+    used = sorted({f.type for e in entities for f in e.fields + e.retired if f.custom is not None})
+    if used:  # a plugin type's base or length decides the column: a change of it must change the digest
+        docs.append({"field_types": {n: {"base": types.custom(n).base, "length": types.custom(n).kind.length}
+                                     for n in used}})
     docs.sort(key=lambda d: json.dumps(d, sort_keys=True, default=_json_default))
     return Registry(
         entities=tuple(sorted(entities, key=lambda e: (e.menu or "", e.order, e.name))),
@@ -246,4 +264,5 @@ def build_registry(files) -> Registry:
         digest=digest_of(docs),
         roles=tuple(sorted(roles, key=lambda r: r.name)),
         pipelines=tuple(build_pipeline(n, b, all_dicts, all_entities) for n, b in sorted(pipeline_bodies)),
+        field_types=types,
     )

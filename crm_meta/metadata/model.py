@@ -6,7 +6,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from crm_meta.errors import SourceLocation
-from crm_meta.metadata.fieldtypes import FIELD_TYPES, STRING_LENGTHS, FieldType
+from crm_meta.metadata.fieldtypes import FIELD_TYPES, CustomType, FieldType
 
 SYSTEM_FIELDS = ("created_at", "created_by", "updated_at", "updated_by")
 DEPARTMENT_FIELD = "department"  # system field of owned entities: the owner's department, stamped on save
@@ -14,6 +14,7 @@ DEPARTMENT_DICTIONARY = "department"  # the dictionary holding the department tr
 RESERVED_FIELD_NAMES = frozenset({"id", "version", DEPARTMENT_FIELD, *SYSTEM_FIELDS})
 ACTIONS = ("read", "create", "update", "delete", "export", "import", "reveal", "approve")
 SCOPES = ("own", "department", "department_tree", "all")  # narrowest first
+RULE_ORDER = ("readonly", "masked", "hidden")  # field rules, mildest first
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,19 @@ class Field:
     needs_approval: bool = False
     system: bool = False
     renamed_from: str | None = None
+    classes: tuple[str, ...] = ()
+    # A plugin's type (hook crm_field_types): ``type`` is its name; storage, column, widget come from its base.
+    custom: CustomType | None = field(default=None, repr=False)
     source: SourceLocation | None = field(default=None, compare=False)
 
     @property
     def kind(self) -> FieldType:
-        return FIELD_TYPES[self.type]
+        return self.custom.kind if self.custom is not None else FIELD_TYPES[self.type]
+
+    @property
+    def base(self) -> str:
+        """The built-in type whose behaviour the field has (its own type, or a plugin type's base)."""
+        return self.kind.base
 
     @property
     def storage(self) -> str:
@@ -106,9 +115,8 @@ class Field:
 
     @property
     def max_length(self) -> int | None:
-        if self.type in STRING_LENGTHS:
-            return self.length or STRING_LENGTHS[self.type]
-        return None
+        default = self.kind.length
+        return (self.length or default) if default else None
 
     @property
     def editable(self) -> bool:
@@ -185,6 +193,15 @@ class Grant:
     actions: frozenset[str]
     scope: str = "own"
     fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    classes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def rule(self, f: "Field") -> str | None:
+        """This grant's rule for ``f``: its own entry in ``fields``, else the strictest of its classes'."""
+        own = self.fields.get(f.name)
+        if own is not None or not f.classes or not self.classes:
+            return own
+        rules = [self.classes[c] for c in f.classes if c in self.classes]
+        return max(rules, key=RULE_ORDER.index) if rules else None
 
 
 @dataclass(frozen=True)
@@ -210,6 +227,15 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class FollowUpTask:
+    """Transition effect ``follow_up``: a follow-up of the record's customer due ``in_days`` after
+    the move (crm_meta/services/followups.py ``follow_up_task``)."""
+
+    in_days: int
+    note: Label | None = None
+
+
+@dataclass(frozen=True)
 class Transition:
     sources: frozenset[str]
     target: str
@@ -220,6 +246,7 @@ class Transition:
     sets: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     notify_owner: bool = False
     comment_required: bool = False
+    follow_up: FollowUpTask | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +275,8 @@ class Registry:
     digest: str
     roles: tuple[Role, ...] = ()
     pipelines: tuple[Pipeline, ...] = ()
+    # The app's crm_meta.metadata.fieldtypes.FieldTypes the dictionary was validated and built with.
+    field_types: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_pipelines", MappingProxyType(

@@ -15,11 +15,13 @@ from typing import Any, Iterator, Protocol
 from crm_meta.metadata.fieldtypes import (
     AUTONUMBER_TOKEN,
     EMAIL_PATTERN,
-    FIELD_TYPES,
     PHONE_PATTERN,
     STRING_LENGTHS,
     URL_PATTERN,
+    CustomType,
     FieldType,
+    FieldTypes,
+    field_types_of,
 )
 from crm_meta.metadata.model import RESERVED_FIELD_NAMES
 from crm_meta.schema.reserved import reserved_reason
@@ -40,10 +42,9 @@ class Lookup(Protocol):
     def unknown(self, section: str, name: str) -> str: ...
 
 
-def field_type(body: Any) -> FieldType | None:
-    """The field's type, when the declaration names a known one."""
-    t = body.get("type") if isinstance(body, dict) else None
-    return FIELD_TYPES.get(t) if isinstance(t, str) else None
+def field_type(body: Any, types: FieldTypes | None = None) -> FieldType | None:
+    """The field's type, when the declaration names a known one (``types``: the app's; None: built-in)."""
+    return field_types_of(types).of(body)
 
 
 def is_name(value: Any) -> bool:
@@ -57,25 +58,25 @@ def number(value: Any) -> int | float | None:
     return value if math.isfinite(value) else None
 
 
-def _applies_to(key: str) -> str:
-    types = [t.name for t in FIELD_TYPES.values() if key in t.keys]
-    return f" (only for: {', '.join(types)})"
+def _applies_to(key: str, types: FieldTypes | None = None) -> str:
+    names = [t.name for t in field_types_of(types) if key in t.keys]
+    return f" (only for: {', '.join(names)})"
 
 
-def field_problems(name: str, body: Any, lookup: Lookup) -> Iterator[Problem]:
-    """Everything wrong with field ``name`` beyond its JSON Schema shape."""
+def field_problems(name: str, body: Any, lookup: Lookup, types: FieldTypes | None = None) -> Iterator[Problem]:
+    """Everything wrong with field ``name`` beyond its JSON Schema shape (``types``: the app's field types)."""
     reason = reserved_reason(name, entity=False)
     if name in RESERVED_FIELD_NAMES:
         reason = f"'{name}' is a system field every entity has already"
     if reason:
         yield (), True, reason
-    ftype = field_type(body)
+    ftype = field_type(body, types)
     if ftype is None:
         return
     schema_keys = json_schema()["$defs"]["field"]["properties"]
     for key in body:
         if key in schema_keys and key not in ftype.keys:
-            yield (key,), True, f"'{key}' does not apply to {a(ftype.name)} field{_applies_to(key)}"
+            yield (key,), True, f"'{key}' does not apply to {a(ftype.name)} field{_applies_to(key, types)}"
     own = {k: v for k, v in body.items() if k in ftype.keys}
     yield from _references(own, ftype, lookup)
     yield from _limits(own, ftype)
@@ -89,7 +90,10 @@ def field_problems(name: str, body: Any, lookup: Lookup) -> Iterator[Problem]:
             and ftype.name != "autonumber":
         yield ("readonly",), True, "a required read-only field needs a default (nobody can fill it in)"
     if own.get("default") is not None:
-        problem = default_problem(ftype.name, own, lookup)
+        problem = default_problem(ftype.base, own, lookup, ftype.length)
+        custom = field_types_of(types).custom(ftype.name)
+        if problem is None and custom is not None and ftype.storage in ("string", "text"):
+            problem = custom_default_problem(custom, own["default"])
         if problem:
             yield ("default",), False, problem
 
@@ -125,11 +129,11 @@ def _limits(body: dict, ftype: FieldType) -> Iterator[Problem]:
     shortest = number(body.get("min_length"))
     longest = number(body.get("length"))
     if shortest is not None:
-        limit = longest if longest is not None else STRING_LENGTHS.get(ftype.name)
+        limit = longest if longest is not None else ftype.length
         what = "length" if longest is not None else "the default length"
         if limit is not None and shortest > limit:
             yield ("min_length",), False, f"min_length ({shortest}) is greater than {what} ({limit})"
-    if ftype.name == "decimal":
+    if ftype.base == "decimal":
         precision, scale = number(body.get("precision")), number(body.get("scale"))
         if scale is not None and scale > (precision if precision is not None else DEFAULT_PRECISION):
             yield ("scale",), False, f"scale ({scale}) is greater than precision ({precision or DEFAULT_PRECISION})"
@@ -155,8 +159,9 @@ def autonumber_problem(fmt: str) -> str | None:
     return None
 
 
-def default_problem(tname: str, body: dict, lookup: Lookup) -> str | None:
-    """What is wrong with the field's ``default``, or None."""
+def default_problem(tname: str, body: dict, lookup: Lookup, length: int | None = None) -> str | None:
+    """What is wrong with the field's ``default``, or None (``tname``: a built-in type, or a plugin
+    type's base; ``length``: the type's default maximum length)."""
     value = body["default"]
     if tname == "autonumber":
         return "an autonumber field cannot have a default (it is numbered on save)"
@@ -177,7 +182,21 @@ def default_problem(tname: str, body: dict, lookup: Lookup) -> str | None:
         return _decimal_problem(value, body)
     if tname in ("enum", "multi_enum", "tags"):
         return _code_problem(tname, value, body, lookup)
-    return _text_problem(tname, value, body)
+    return _text_problem(tname, value, body, length)
+
+
+def custom_default_problem(custom: CustomType, value: Any) -> str | None:
+    """What a plugin type (normalise, pattern, check) says about a default that passed its base's checks."""
+    try:
+        if custom.normalize is not None and isinstance(value, str) and value.strip():
+            value = custom.normalize(value.strip())
+        refused = custom.refusal(value)
+    except ValueError:
+        refused = custom.messages()
+    except Exception as exc:  # noqa: BLE001 - the plugin's function; reported, never a traceback
+        return f"the check of the field type '{custom.name}' (plugin {custom.plugin or '?'}) failed on the " \
+               f"default: {type(exc).__name__}: {exc}"
+    return f"the default is refused by the field type '{custom.name}': {refused['en']}" if refused else None
 
 
 def _date_problem(tname: str, value: Any) -> str | None:
@@ -226,10 +245,10 @@ def _code_problem(tname: str, value: Any, body: dict, lookup: Lookup) -> str | N
     return None
 
 
-def _text_problem(tname: str, value: Any, body: dict) -> str | None:
+def _text_problem(tname: str, value: Any, body: dict, length: int | None = None) -> str | None:
     if not isinstance(value, str):
         return f"expected text, found {show(value)}"
-    longest = number(body.get("length")) or STRING_LENGTHS.get(tname)
+    longest = number(body.get("length")) or length or STRING_LENGTHS.get(tname)
     if longest is not None and len(value) > longest:
         return f"the default is longer than {longest} characters"
     shortest = number(body.get("min_length"))

@@ -1,6 +1,7 @@
 """Check one file against the JSON Schema and word each failure for an admin, at its place in the file."""
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import re
@@ -41,9 +42,20 @@ def json_schema() -> dict:
     return json.loads(text)
 
 
-@lru_cache(maxsize=1)
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json_schema())
+def json_schema_for(types: tuple[str, ...] | None = None) -> dict:
+    """The JSON Schema with ``types`` (an app's field type names, plugin types included) as the valid
+    values of a field's ``type``; None: the built-in types."""
+    schema = json_schema()
+    if types is None or list(types) == schema["$defs"]["field"]["properties"]["type"]["enum"]:
+        return schema
+    schema = copy.deepcopy(schema)
+    schema["$defs"]["field"]["properties"]["type"]["enum"] = list(types)
+    return schema
+
+
+@lru_cache(maxsize=32)  # one per set of field types (tests build apps with many plugin sets)
+def _validator(types: tuple[str, ...] | None = None) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json_schema_for(types))
 
 
 def dotted(path: tuple) -> str:
@@ -148,12 +160,13 @@ def _issues(err: jsonschema.ValidationError) -> Iterator[tuple[tuple, bool, str]
         yield path, False, err.message
 
 
-def structure_issues(f: LoadedFile) -> list[SchemaIssue]:
-    """Every place where ``f`` does not follow the JSON Schema (none for files that did not parse)."""
+def structure_issues(f: LoadedFile, types: tuple[str, ...] | None = None) -> list[SchemaIssue]:
+    """Every place where ``f`` does not follow the JSON Schema (none for files that did not parse);
+    ``types``: the names of the app's field types (None: the built-in ones)."""
     if not f.parsed or not isinstance(f.data, dict):
         return []
     issues: list[SchemaIssue] = []
-    for err in _validator().iter_errors(f.data):
+    for err in _validator(tuple(types) if types is not None else None).iter_errors(f.data):
         for path, key, message in _issues(err):
             issue = SchemaIssue(f.locate(path, key=key), dotted(path), one_line(message))
             if issue not in issues:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from crm_meta.errors import SchemaIssue, SourceLocation
-from crm_meta.metadata.fieldtypes import FIELD_TYPES
+from crm_meta.metadata.fieldtypes import FieldTypes, field_types_of
 from crm_meta.metadata.model import SYSTEM_FIELDS
 from crm_meta.schema.fieldcheck import autonumber_problem, field_problems, field_type, is_name
 from crm_meta.schema.loader import LoadedFile, one_line
@@ -83,8 +83,9 @@ class Declarations:
 class _Checker:
     """Cross-file checks; each problem is recorded with the place it was declared."""
 
-    def __init__(self, files: list[LoadedFile]):
+    def __init__(self, files: list[LoadedFile], types: FieldTypes | None = None):
         self.decls = Declarations(files)
+        self.types = field_types_of(types)  # the app's field types (plugins may add some)
         self.issues: list[SchemaIssue] = []
 
     def add(self, f: LoadedFile, path: tuple, message: str, *, key: bool = False) -> None:
@@ -139,6 +140,25 @@ class _Checker:
                 elif fields is not None and is_name(fname) and fname not in fields:
                     self.add(f, path + ("fields", fname),
                              f"entity '{entity}' has no field '{fname}'{suggest(fname, fields)}", key=True)
+            classes = grant.get("classes") if isinstance(grant, dict) else None
+            for cname in classes if isinstance(classes, dict) else ():
+                known = self.data_classes()
+                if is_name(cname) and known is not None and cname not in known:
+                    self.add(f, path + ("classes", cname), f"no field of the dictionary has the class '{cname}'"
+                             f"{suggest(cname, known)}", key=True)
+
+    def data_classes(self) -> set[str] | None:
+        """Every class some field declares (None when a file could not be read)."""
+        if not hasattr(self, "_classes"):
+            found: set[str] = set()
+            bodies = [b for _f, b in self.decls.first["entities"].values() if isinstance(b, dict)]
+            bodies += [e for _n, _f, e in self.decls.extensions if isinstance(e, dict)]
+            for body in bodies:
+                for fbody in (body.get("fields") or {}).values() if isinstance(body.get("fields"), dict) else ():
+                    if isinstance(fbody, dict) and isinstance(fbody.get("classes"), list):
+                        found |= {c for c in fbody["classes"] if isinstance(c, str)}
+            self._classes = found
+        return self._classes
 
     def check_pipeline(self, f: LoadedFile, name: str, body: Any) -> None:
         """Entity, enum field, states of its dictionary, roles, fields, evidence; every state reachable."""
@@ -160,7 +180,7 @@ class _Checker:
         if fname not in fields:
             self.add(f, base + ("field",), f"entity '{entity}' has no field '{fname}'{suggest(fname, fields)}")
             return
-        ftype = field_type(fields[fname])
+        ftype = field_type(fields[fname], self.types)
         if ftype is None or ftype.name != "enum":
             self.add(f, base + ("field",), f"a pipeline governs an enum field; '{fname}' is "
                      f"{ftype.name if ftype else 'not a field'}")
@@ -209,6 +229,11 @@ class _Checker:
                 if is_name(ref) and ref not in fields:
                     self.add(f, path + ("set", ref), f"entity '{entity}' has no field '{ref}'{suggest(ref, fields)}",
                              key=True)
+            if "follow_up" in t and entity != "customer":
+                ref = fields.get("customer")
+                if not (isinstance(ref, dict) and ref.get("type") == "reference" and ref.get("entity") == "customer"):
+                    self.add(f, path + ("follow_up",), f"a follow-up task needs the record's customer: entity "
+                             f"'{entity}' is not 'customer' and has no reference field 'customer' to it", key=True)
             for j, ev in enumerate(t.get("requires_one_of") or []):
                 if isinstance(ev, str):
                     if is_name(ev) and ev not in fields:
@@ -324,14 +349,29 @@ class _Checker:
         if not isinstance(fields, dict):
             return  # nothing to check the field references against
         for fname, fbody in fields.items():
-            for rel, key, message in field_problems(fname, fbody, self.decls):
+            for rel, key, message in field_problems(fname, fbody, self.decls, self.types):
                 self.add(f, base + ("fields", fname) + rel, message, key=key)
+            old = fbody.get("renamed_from") if isinstance(fbody, dict) else None
+            if isinstance(old, str) and old in fields and old != fname:
+                self.add(f, base + ("fields", fname, "renamed_from"), f"'{old}' is still a field of '{name}'; "
+                         "renamed_from names the field's previous name, which must be gone from the dictionary")
+        for key in ("title", "sort", "owner", "assignee"):
+            ref = body.get(key)
+            ref = ref.lstrip("-") if isinstance(ref, str) else None
+            if ref and isinstance(fields.get(ref), dict) and fields[ref].get("active") is False:
+                self.add(f, base + ("fields", ref, "active"), f"'{ref}' is the entity's {key} field, so it cannot "
+                         "be deactivated")
+        old_entity = body.get("renamed_from")
+        if isinstance(old_entity, str) and self.decls.known("entities", old_entity):
+            self.add(f, base + ("renamed_from",), f"'{old_entity}' is still an entity; renamed_from names the "
+                     "entity's previous name, which must be gone from the dictionary")
         self.check_columns(f, base, fields)
         self.check_field_refs(f, base, body, fields)
         for key in ("owner", "assignee"):
             ref = self._field_ref(f, base + (key,), body.get(key), fields, system=False)
-            if ref and field_type(fields.get(ref)) and field_type(fields[ref]).name != "user":
-                self.add(f, base + (key,), f"the {key} field must be a user field, not {field_type(fields[ref]).name}")
+            rtype = field_type(fields.get(ref), self.types) if ref else None
+            if rtype and rtype.name != "user":
+                self.add(f, base + (key,), f"the {key} field must be a user field, not {rtype.name}")
         self.check_form(f, base, body, fields)
 
     def check_columns(self, f: LoadedFile, base: tuple, fields: dict, only: set | None = None) -> None:
@@ -341,7 +381,7 @@ class _Checker:
         """
         taken = {s: s for s in SYSTEM_FIELDS} | {f"{s}_id": s for s in SYSTEM_FIELDS if s.endswith("_by")}
         for fname, fbody in fields.items():
-            ftype = field_type(fbody)
+            ftype = field_type(fbody, self.types)
             names = [fname]
             if ftype and ftype.storage in ("fk_entity", "fk_user"):
                 names.append(f"{fname}_id")
@@ -368,23 +408,23 @@ class _Checker:
 
     def check_field_refs(self, f: LoadedFile, base: tuple, body: dict, fields: dict) -> None:
         title = self._field_ref(f, base + ("title",), body.get("title"), fields, system=False)
-        ftype = field_type(fields.get(title)) if title else None
-        if ftype and ftype.storage != "string" and ftype.name != "integer":
+        ftype = field_type(fields.get(title), self.types) if title else None
+        if ftype and ftype.storage != "string" and ftype.base != "integer":
             self.add(f, base + ("title",), f"the title field must be a text field, not {ftype.name}")
         sort = body.get("sort")
         if isinstance(sort, str):
             sname = self._field_ref(f, base + ("sort",), sort.lstrip("-"), fields, system=True)
-            stype = field_type(fields.get(sname)) if sname in fields else None
+            stype = field_type(fields.get(sname), self.types) if sname in fields else None
             if stype and stype.storage == "codes":
                 self.add(f, base + ("sort",), f"cannot sort by the multi-valued field '{sname}'")
         for key in ("list", "filters", "search"):
             refs = body.get(key)
             for i, ref in enumerate(refs if isinstance(refs, list) else []):
                 found = self._field_ref(f, base + (key, i), ref, fields, system=key != "search")
-                rtype = field_type(fields.get(found)) if key == "search" and found else None
+                rtype = field_type(fields.get(found), self.types) if key == "search" and found else None
                 if rtype and not rtype.text_search:
                     self.add(f, base + (key, i), f"field '{found}' of type {rtype.name} cannot be searched as "
-                             f"text (searchable: {', '.join(t.name for t in FIELD_TYPES.values() if t.text_search)})")
+                             f"text (searchable: {', '.join(t.name for t in self.types if t.text_search)})")
 
     def check_form(self, f: LoadedFile, base: tuple, body: dict, fields: dict) -> None:
         form = body.get("form")
@@ -409,7 +449,7 @@ class _Checker:
         if not complete:
             return
         for fname, fbody in fields.items():
-            ftype = field_type(fbody)
+            ftype = field_type(fbody, self.types)
             if ftype and fbody.get("required") is True and fname not in placed and fbody.get("default") is None \
                     and ftype.name != "autonumber":
                 self.add(f, base + ("fields", fname),
@@ -436,12 +476,16 @@ class _Checker:
                 for fname, fbody in obody["fields"].items():
                     existing.setdefault(fname, (of, ("extend", name, "fields", fname), fbody))
         for fname, fbody in added.items():
-            for rel, key, message in field_problems(fname, fbody, self.decls):
+            for rel, key, message in field_problems(fname, fbody, self.decls, self.types):
                 self.add(f, base + ("fields", fname) + rel, message, key=key)
             if fname in existing:
                 where = existing[fname][0].locate(existing[fname][1], key=True)
                 self.add(f, base + ("fields", fname), f"entity '{name}' already has a field '{fname}' (declared at "
                          f"{where}); an extension can only add new fields", key=True)
+            old = fbody.get("renamed_from") if isinstance(fbody, dict) else None
+            if isinstance(old, str) and (old in existing or (old in added and old != fname)):
+                self.add(f, base + ("fields", fname, "renamed_from"), f"'{old}' is still a field of '{name}'; "
+                         "renamed_from names the field's previous name, which must be gone from the dictionary")
         new = [n for n in added if n not in existing]
         combined = {n: v[2] for n, v in existing.items()} | {n: added[n] for n in new}
         self.check_columns(f, base, combined, only=set(new))
@@ -449,10 +493,10 @@ class _Checker:
             refs = body.get(key)
             for i, ref in enumerate(refs if isinstance(refs, list) else []):
                 found = self._added_ref(f, base + (key, i), ref, added)
-                rtype = field_type(added.get(found)) if key == "search" and found else None
+                rtype = field_type(added.get(found), self.types) if key == "search" and found else None
                 if rtype and not rtype.text_search:
                     self.add(f, base + (key, i), f"field '{found}' of type {rtype.name} cannot be searched as "
-                             f"text (searchable: {', '.join(t.name for t in FIELD_TYPES.values() if t.text_search)})")
+                             f"text (searchable: {', '.join(t.name for t in self.types if t.text_search)})")
         form = body.get("form")
         placed: dict[str, int] = {}
         for si, section in enumerate(form if isinstance(form, list) else []):
@@ -477,17 +521,21 @@ class _Checker:
         return None
 
 
-def validate_files(files: list[LoadedFile]) -> list[SchemaIssue]:
-    """Every issue in the given files: JSON Schema structure, then meaning across all files."""
+def validate_files(files: list[LoadedFile], field_types: FieldTypes | None = None) -> list[SchemaIssue]:
+    """Every issue in the given files: JSON Schema structure, then meaning across all files.
+
+    ``field_types``: the app's field types (``Plugins.field_types()``); None: the built-in ones only.
+    """
+    types = field_types_of(field_types)
     issues: list[SchemaIssue] = []
     for f in files:
-        issues += _guarded(f.path, lambda f=f: structure_issues(f))
-    return issues + meaning_issues(files)
+        issues += _guarded(f.path, lambda f=f: structure_issues(f, types.names))
+    return issues + meaning_issues(files, types)
 
 
-def meaning_issues(files: list[LoadedFile]) -> list[SchemaIssue]:
+def meaning_issues(files: list[LoadedFile], field_types: FieldTypes | None = None) -> list[SchemaIssue]:
     """The checks across files (names, references, types); safe on any shape of data."""
-    return _guarded(files[0].path if files else "<schema>", lambda: _Checker(files).run())
+    return _guarded(files[0].path if files else "<schema>", lambda: _Checker(files, field_types).run())
 
 
 def _guarded(path: str, check: Callable[[], list[SchemaIssue]]) -> list[SchemaIssue]:

@@ -30,7 +30,7 @@ log = logging.getLogger("crm_meta.audit")
 
 # The actions the CRM records (plugins may record others with log_event).
 ACTIONS = ("create", "update", "delete", "reveal", "export", "import", "login", "login_failed",
-           "login_locked", "denied", "approval", "assign", "reassign", "dictionary")
+           "login_locked", "denied", "approval", "assign", "reassign", "dictionary", "schema_change")
 COUNT_CAP = 10_000
 MAX_TEXT = 10_000  # an audit value longer than this is cut (with a marker)
 

@@ -9,6 +9,14 @@ the day's reminders per owner, and "my follow-ups".
   (record hooks in ``crm_meta/process.py``; same transaction as the change).
 * ``follow_up.late``: logged (``created_at``) more than 24 hours after the contact it describes
   (``followed_at``, a local wall-clock time like every datetime people type).
+* A change of a grade's ``cadence_days`` recomputes the due date of every customer of that grade
+  (``recompute_cadence``: ONE UPDATE per grade); ``crm remind`` and the reminder job first apply
+  cadence changes not applied yet (``apply_cadence_changes``: the cadences last applied are kept in
+  ``crm_schema_state``), whichever way they were made (the data-dictionary screen, the YAML sync at
+  start-up, SQL).
+* Pipeline effect ``follow_up`` (``follow_up_task``): a move makes the record's customer due within
+  ``in_days`` days (unless it is due earlier already) and notifies the customer's owner. Logging a
+  follow-up, a grade change or a cadence change computes the due date from the cadence again.
 * ``reminders(day)``: ONE grouped query over ``customer`` — per owner, how many customers are due
   that day and how many are overdue; ``remind`` stores them as notifications (once per owner and
   day) for ``flask crm remind`` and the daily job.
@@ -22,10 +30,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Date, Integer, and_, case, cast, false, func, literal, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from crm_meta.db.tables import ModelSet
+from crm_meta.metadata.model import FollowUpTask, Label
 from crm_meta.services import clock, notifications
 from crm_meta.services.derived import dictionary_attrs, positive, store, store_row, unstamped
 
@@ -33,6 +42,7 @@ CUSTOMER, FOLLOW_UP = "customer", "follow_up"
 GRADE, NEXT, LAST = "grade", "next_follow_up_at", "last_follow_up_at"
 FOLLOWED_AT, LATE, REF = "followed_at", "late", "customer"
 CADENCE_ATTR = "cadence_days"
+CADENCE_STATE = "followups:cadence"  # crm_schema_state: the cadences the due dates were computed with
 LATE_AFTER = timedelta(hours=24)
 UPCOMING_DAYS = 7
 AGENDA_LIMIT = 100
@@ -269,41 +279,219 @@ def agenda(session: Session, models: ModelSet, policy: Any, day: date | None = N
     return out
 
 
-# -- after bulk loads ------------------------------------------------------------------------------
+# -- follow-up tasks: the pipeline effect ``follow_up`` -------------------------------------------
+
+def customer_id_of(models: ModelSet, entity: str, record: Any) -> int | None:
+    """The customer a record belongs to: itself on ``customer``, else its ``customer`` reference."""
+    if entity == CUSTOMER:
+        return record.id
+    e = models.registry.entity(entity)
+    if not e.has_field(REF) or e.field(REF).entity != CUSTOMER:
+        return None
+    return getattr(record, e.field(REF).column)
+
+
+def _title(models: ModelSet, entity: str, record: Any) -> str:
+    e = models.registry.entity(entity)
+    value = getattr(record, e.field(e.title).column, None) if e.title and e.field(e.title).column else None
+    return str(value) if value not in (None, "") else f"#{record.id}"
+
+
+def follow_up_task(session: Session, models: ModelSet, entity: str, record: Any, task: FollowUpTask, *,
+                   stage: str, stage_label: Label) -> date | None:
+    """Pipeline effect ``follow_up``: ``record`` entered ``stage``, so its customer is to be followed
+    up within ``task.in_days`` days. The customer's ``next_follow_up_at`` becomes today + in_days
+    when that is earlier than its current due date (or it has none) — ONE conditional UPDATE —, and
+    the customer's owner is notified (kind ``follow_up_task``, once per record, stage and due day),
+    so the customer shows in their "My follow-ups" and the notice in their list. Returns the due
+    date (None: the record has no customer). In the caller's transaction; no commit."""
+    customer_id = customer_id_of(models, entity, record)
+    if customer_id is None or CUSTOMER not in models.models:
+        return None
+    due = clock.today() + timedelta(days=int(task.in_days))
+    model = models.model(CUSTOMER)
+    t = model.__table__
+    c = models.registry.entity(CUSTOMER)
+    if c.has_field(NEXT):
+        moved = session.execute(update(t).where(t.c.id == customer_id, or_(t.c[NEXT].is_(None), t.c[NEXT] > due))
+                                .values(unstamped(t, {NEXT: due}))).rowcount
+        if moved:
+            from sqlalchemy.orm.attributes import set_committed_value
+            from sqlalchemy.orm.util import identity_key
+
+            obj = session.identity_map.get(identity_key(model, customer_id))
+            if obj is not None:
+                set_committed_value(obj, NEXT, due)
+    table = models.system.get("notification")
+    if table is None or not c.owner_field:
+        return due
+    owner_col = t.c[f"{c.owner_field}_id"]
+    name_col = t.c[c.field(c.title).column] if c.title and c.field(c.title).column else t.c.id
+    row = session.execute(select(owner_col.label("owner"), name_col.label("name"))
+                          .where(t.c.id == customer_id)).first()
+    if row is None or row.owner is None:
+        return due
+    e = models.registry.entity(entity)
+    title, customer = _title(models, entity, record), str(row.name)
+    note = task.note
+    if entity == CUSTOMER:
+        zh = f"客户「{customer}」进入「{stage_label.zh}」：请在 {due.isoformat()} 前跟进"
+        en = f"Customer '{customer}' moved to '{stage_label.en}': follow up by {due.isoformat()}"
+    else:
+        zh = (f"{e.label.zh}「{title}」进入「{stage_label.zh}」：请在 {due.isoformat()} 前跟进客户「{customer}」")
+        en = (f"{e.label.en} '{title}' moved to '{stage_label.en}': follow up with customer '{customer}' "
+              f"by {due.isoformat()}")
+    if note is not None:
+        zh, en = f"{zh}（{note.zh}）", f"{en} — {note.en}"
+    notifications.notify(session, table, [{
+        "user_id": row.owner, "kind": notifications.FOLLOW_UP_TASK, "entity": CUSTOMER, "record_id": customer_id,
+        "dedupe_key": f"{due.isoformat()}:{entity}:{record.id}:{stage}"[:80], "message": zh,
+        "detail": {"zh": zh, "en": en, "due": due.isoformat(), "customer": customer_id, "entity": entity,
+                   "record_id": record.id, "stage": stage}}])
+    return due
+
+
+# -- set-based recomputation: cadence changes, bulk loads -------------------------------------------
+
+def grade_dictionary(models: ModelSet) -> str | None:
+    """The dictionary whose items' ``cadence_days`` drive the due dates (that of ``customer.grade``)."""
+    if not enabled(models) or not models.registry.entity(CUSTOMER).has_field(GRADE):
+        return None
+    return models.registry.entity(CUSTOMER).field(GRADE).dictionary
+
+
+def _due_sql(session: Session, last, created_at, days: int):
+    """SQL of ``due_after(_day(last) or _created_day(created_at), grade, …)`` for a cadence of
+    ``days`` whole days: the date of ``last`` (a local wall-clock time) or else the local date of
+    ``created_at`` (UTC), plus ``days``. SQLite keeps dates as ISO text, PostgreSQL as DATE."""
+    offset = clock.local_offset()
+    if session.get_bind().dialect.name == "postgresql":
+        base = func.coalesce(cast(last, Date), cast(created_at + offset, Date))
+        return base + cast(literal(int(days)), Integer)
+    minutes = int(offset.total_seconds() // 60)
+    base = func.coalesce(func.date(last), func.date(created_at, f"{minutes:+d} minutes"))
+    return func.date(base, f"+{int(days)} days", type_=Date)
+
+
+def _late_sql(session: Session, followed_at, created_at):
+    """SQL of ``is_late``: logged (``created_at``, UTC) more than 24 hours after ``followed_at`` (local)."""
+    offset = clock.local_offset()
+    if session.get_bind().dialect.name == "postgresql":
+        late = created_at + (offset - LATE_AFTER) > followed_at
+    else:
+        minutes = int((offset - LATE_AFTER).total_seconds() // 60)
+        late = func.julianday(created_at, f"{minutes:+d} minutes") > func.julianday(followed_at)
+    return func.coalesce(and_(followed_at.is_not(None), late), false())
+
+
+def _expire_next(session: Session, models: ModelSet, names: tuple[str, ...] = (NEXT,)) -> None:
+    """Loaded customers re-read these columns (a set-based UPDATE bypasses the identity map)."""
+    if isinstance(session, Session):
+        model = models.model(CUSTOMER)
+        for obj in list(session.identity_map.values()):
+            if isinstance(obj, model):
+                session.expire(obj, list(names))
+
+
+def recompute_cadence(session: Session, models: ModelSet, grade: str | None = None) -> int:
+    """After a change of ``cadence_days``: every customer of ``grade`` (None: of every grade of the
+    grade dictionary) gets ``next_follow_up_at`` = (date of its last follow-up, or the date it was
+    entered) + the grade's cadence as stored now; no cadence: no due date. ONE UPDATE per grade,
+    writing only rows whose date changes (versions and ``updated_at`` untouched); customers without
+    a grade are left alone. Records the cadences as applied (see ``apply_cadence_changes``).
+    Returns how many customers' due dates changed. No commit."""
+    dictionary = grade_dictionary(models)
+    if dictionary is None:
+        return 0
+    t = models.model(CUSTOMER).__table__
+    cadence = cadences(session, models)
+    grades = [grade] if grade is not None else sorted(dictionary_attrs(session, models, dictionary))
+    changed = 0
+    for code in grades:
+        if code in cadence:
+            due = _due_sql(session, t.c[LAST], t.c.created_at, math.ceil(cadence[code]))
+            stmt = update(t).where(t.c[GRADE] == code, t.c[NEXT].is_distinct_from(due)) \
+                .values(unstamped(t, {NEXT: due}))
+        else:
+            stmt = update(t).where(t.c[GRADE] == code, t.c[NEXT].is_not(None)).values(unstamped(t, {NEXT: None}))
+        changed += session.execute(stmt).rowcount or 0
+    applied = _applied_cadences(session, models) or {}
+    for code in grades:
+        applied.pop(code, None)
+        if code in cadence:
+            applied[code] = cadence[code]
+    _store_applied(session, models, applied if grade is not None else cadence)
+    if changed:
+        _expire_next(session, models)
+    return changed
+
+
+def _applied_cadences(session: Session, models: ModelSet) -> dict[str, float] | None:
+    state = models.system["state"]
+    raw = session.execute(select(state.c.value).where(state.c.key == CADENCE_STATE)).scalar()
+    if raw is None:
+        return None
+    import json
+
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+
+def _store_applied(session: Session, models: ModelSet, cadence: dict[str, float]) -> None:
+    import json
+
+    state = models.system["state"]
+    value = json.dumps(dict(sorted(cadence.items())))
+    if not session.execute(state.update().where(state.c.key == CADENCE_STATE).values(value=value)).rowcount:
+        insert = notifications.dialect_insert(session, state).on_conflict_do_nothing(index_elements=["key"])
+        session.execute(insert.values(key=CADENCE_STATE, value=value))
+
+
+def apply_cadence_changes(session: Session, models: ModelSet) -> tuple[list[str], int]:
+    """Recompute the due dates of the grades whose cadence differs from the one last applied (all
+    of them the first time): what ``crm remind`` and the reminder job run first, so that a cadence
+    changed in any way counts before the day's reminders. One small SELECT when nothing changed.
+    Returns (grades recomputed, customers whose due date changed). No commit."""
+    if grade_dictionary(models) is None:
+        return [], 0
+    applied = _applied_cadences(session, models)
+    if applied is None:
+        return sorted(dictionary_attrs(session, models, grade_dictionary(models))), recompute_cadence(session, models)
+    current = cadences(session, models)
+    grades = sorted(g for g in set(applied) | set(current) if applied.get(g) != current.get(g))
+    return grades, sum(recompute_cadence(session, models, g) for g in grades)
+
 
 def backfill(session: Session, models: ModelSet) -> dict[str, int]:
     """Recompute every customer's last/next follow-up and every follow-up's late flag from the
     stored rows (after data was loaded or back-dated without the record hooks, e.g. demo data).
-    Row by row in Python: meant for thousands of rows, not millions. No commit."""
+    Set-based: one UPDATE of the follow-ups, then one UPDATE of the customers per grade (and one
+    for the rest), on SQLite and PostgreSQL alike. No commit."""
     out = {"customers": 0, "follow_ups": 0}
     if not enabled(models):
         return out
     customer = models.model(CUSTOMER).__table__
-    latest: dict[int, datetime] = {}
+    last = null()
     if tracks_follow_ups(models):
         follow = models.model(FOLLOW_UP).__table__
         if models.registry.entity(FOLLOW_UP).has_field(LATE):
-            rows = [{"_id": r.id, "_late": is_late(r.followed_at, r.created_at)} for r in session.execute(
-                select(follow.c.id, follow.c[FOLLOWED_AT].label("followed_at"), follow.c.created_at))]
-            _bulk(session, follow, rows, {LATE: "_late"})
-            out["follow_ups"] = len(rows)
-        ref = follow.c[f"{REF}_id"]
-        latest = dict(session.execute(select(ref, func.max(follow.c[FOLLOWED_AT])).group_by(ref)).all())
-    cadence = cadences(session, models)
-    grade = customer.c[GRADE] if GRADE in customer.c else None
-    rows = []
-    for r in session.execute(select(customer.c.id, customer.c.created_at, *([grade] if grade is not None else []))):
-        last = latest.get(r.id)
-        rows.append({"_id": r.id, "_last": last, "_next": due_after(
-            _day(last) or _created_day(r.created_at), r[2] if grade is not None else None, cadence)})
-    _bulk(session, customer, rows, {LAST: "_last", NEXT: "_next"})
-    out["customers"] = len(rows)
+            out["follow_ups"] = session.execute(update(follow).values(unstamped(follow, {
+                LATE: _late_sql(session, follow.c[FOLLOWED_AT], follow.c.created_at)}))).rowcount or 0
+        last = select(func.max(follow.c[FOLLOWED_AT])).where(follow.c[f"{REF}_id"] == customer.c.id) \
+            .scalar_subquery()
+    cadence = cadences(session, models) if GRADE in customer.c else {}
+    for code in sorted(cadence):
+        due = _due_sql(session, last, customer.c.created_at, math.ceil(cadence[code]))
+        out["customers"] += session.execute(update(customer).where(customer.c[GRADE] == code)
+                                            .values(unstamped(customer, {LAST: last, NEXT: due}))).rowcount or 0
+    rest = update(customer)
+    if cadence:
+        rest = rest.where(or_(customer.c[GRADE].is_(None), customer.c[GRADE].not_in(sorted(cadence))))
+    out["customers"] += session.execute(rest.values(unstamped(customer, {LAST: last, NEXT: None}))).rowcount or 0
+    if GRADE in customer.c:
+        _store_applied(session, models, cadence)
+    _expire_next(session, models, (NEXT, LAST))
     return out
-
-
-def _bulk(session: Session, table, rows: list[dict], values: dict[str, str]) -> None:
-    from sqlalchemy import bindparam
-
-    if rows:
-        session.execute(table.update().where(table.c.id == bindparam("_id"))
-                        .values(**unstamped(table, {col: bindparam(p) for col, p in values.items()})), rows)

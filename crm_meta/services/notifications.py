@@ -1,5 +1,5 @@
-"""Notifications (``crm_notification``): what the system tells one user — follow-up reminders, SLA
-escalations — listed on /crm/notifications/ until read.
+"""Notifications (``crm_notification``): what the system tells one user — follow-up reminders and
+tasks, SLA escalations, moves of their records — listed on /crm/notifications/ until read.
 
 A notice is idempotent per (user, kind, ``dedupe_key``): writers insert with ON CONFLICT DO NOTHING,
 so running ``crm remind`` twice on the same day or scanning a breached ticket again adds nothing.
@@ -19,14 +19,20 @@ from crm_meta.services import clock
 
 FOLLOW_UP_DUE = "follow_up_due"
 SLA_BREACH = "sla_breach"
+FOLLOW_UP_TASK = "follow_up_task"  # pipeline effect ``follow_up``: detail has zh, en, due, customer
+TRANSITION = "transition"  # pipeline effect ``notify_owner``
 LIST_LIMIT = 200
+
+
+def dialect_insert(session: Session, table: Table):
+    """An INSERT with ``on_conflict_do_*`` for the session's database (SQLite or PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def insert_ignoring_duplicates(session: Session, table: Table):
     """``INSERT … ON CONFLICT DO NOTHING`` for the session's database (SQLite or PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing(index_elements=["user_id", "kind", "dedupe_key"])
+    return dialect_insert(session, table).on_conflict_do_nothing(index_elements=["user_id", "kind", "dedupe_key"])
 
 
 def notify(session: Session, table: Table, rows: Iterable[dict[str, Any]]) -> int:
@@ -76,6 +82,8 @@ def describe(kind: str, message: str, detail: Any, lang: str) -> str:
         if en:
             return f"Ticket {d['no']} breached its SLA (priority {d.get('priority') or '-'}) — escalated to you"
         return f"工单 {d['no']} 已超过处理时限（{d.get('priority') or '-'}），已升级给您"
+    if isinstance(d.get("en" if en else "zh"), str):  # notices written in both languages
+        return d["en" if en else "zh"]
     return message
 
 
@@ -97,6 +105,18 @@ def for_user(session: Session, table: Table, user_id: int | None, lang: str, *, 
     stmt = stmt.order_by(table.c.read_at.is_not(None), table.c.id.desc()).limit(limit)
     return [Notice(r.id, r.kind, r.entity, r.record_id, describe(r.kind, r.message, r.detail, lang), r.created_at,
                    r.read_at) for r in session.execute(stmt)]
+
+
+def page_for_user(session: Session, table: Table, user_id: int | None, lang: str, *, unread_only: bool = False,
+                  page: int = 0, page_size: int = 20) -> tuple[int, list[Notice]]:
+    """One page of the user's notices, newest first, and how many there are in all (REST)."""
+    if user_id is None:
+        return 0, []
+    where = [table.c.user_id == user_id] + ([table.c.read_at.is_(None)] if unread_only else [])
+    total = session.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+    stmt = select(table).where(*where).order_by(table.c.id.desc()).offset(page * page_size).limit(page_size)
+    return total, [Notice(r.id, r.kind, r.entity, r.record_id, describe(r.kind, r.message, r.detail, lang),
+                          r.created_at, r.read_at) for r in session.execute(stmt)]
 
 
 def mark_read(session: Session, table: Table, user_id: int | None, ids: Iterable[int] | None = None) -> int:

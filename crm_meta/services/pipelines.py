@@ -3,7 +3,8 @@
 A transition checks who may take it, what the target state requires (fields, evidence such as a
 won opportunity, a comment), applies its effects (``set``), writes the record through the records
 service (same validation, optimistic lock, hooks and audit as any edit), stores a status-history
-row and, when declared, notifies the owner. Plain edits cannot change a pipeline field.
+row and, when declared, notifies the owner (``notify_owner``) and gives the record's customer a
+follow-up task (``follow_up``) — all in the caller's transaction, after every check passed. Plain edits cannot change a pipeline field.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import and_, exists, select
 
 from crm_meta.db.tables import utcnow
 from crm_meta.errors import PermissionDenied, ValidationFailed
-from crm_meta.metadata.model import Pipeline, Transition
+from crm_meta.metadata.model import Label, Pipeline, Transition
 from crm_meta.services.validation import message
 
 
@@ -136,7 +137,15 @@ def transition(service, record_id: Any, target: str, *, field: str | None = None
                     record_id=obj.id, field=f.name, old_value=source, new_value=str(target),
                     detail={"comment": comment} if comment else None)
     if move.notify_owner:
-        _notify_owner(service, obj, f"{entity.label.get(lang)} #{obj.id}: {label(source)} → {label(target)}")
+        texts = [f"{entity.label.get(lg)} #{obj.id}: {service.dictionaries.label(f.dictionary, source, lg)} → "
+                 f"{service.dictionaries.label(f.dictionary, str(target), lg)}" for lg in ("zh", "en")]
+        _notify_owner(service, obj, *texts)
+    if move.follow_up is not None:
+        from crm_meta.services import followups
+
+        item = service.dictionaries.get(f.dictionary, str(target))
+        followups.follow_up_task(service.session, service.models, entity.name, obj, move.follow_up, stage=str(target),
+                                 stage_label=item.label if item else Label(str(target), str(target)))
     service._fire("crm_after_transition", record=obj, field=f.name, source=source, target=str(target))
     return obj
 
@@ -155,7 +164,10 @@ def _evidence_text(registry, entity, move, dictionaries, lang: str) -> str:
     return ("以下之一：" if zh else "one of: ") + (" / ".join(parts))
 
 
-def _notify_owner(service, obj: Any, text: str) -> None:
+def _notify_owner(service, obj: Any, zh: str, en: str) -> None:
+    """Effect ``notify_owner``: a notice to the record's owner (once per version of the record)."""
+    from crm_meta.services import notifications
+
     table = service.models.system.get("notification")
     owner_field = service.entity.owner_field
     if table is None or owner_field is None:
@@ -163,7 +175,7 @@ def _notify_owner(service, obj: Any, text: str) -> None:
     owner = getattr(obj, f"{owner_field}_id")
     if owner is None or owner == service.actor.user_id:
         return
-    columns = set(table.c.keys())
-    row = {"user_id": owner, "kind": "transition", "entity": service.entity.name, "record_id": obj.id,
-           "message": text, "created_at": utcnow()}
-    service.session.execute(table.insert().values(**{k: v for k, v in row.items() if k in columns}))
+    notifications.notify(service.session, table, [{
+        "user_id": owner, "kind": notifications.TRANSITION, "entity": service.entity.name, "record_id": obj.id,
+        "dedupe_key": f"{service.entity.name}:{obj.id}:v{obj.version}", "message": zh,
+        "detail": {"zh": zh, "en": en}}])

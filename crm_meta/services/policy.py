@@ -100,7 +100,7 @@ class Policy:
                                 frozenset(f.name for f in entity.fields), MappingProxyType({}))
         hidden, readonly, masked = set(), set(), {}
         for f in entity.fields:
-            rules = [g.fields.get(f.name) for g in grants]
+            rules = [g.rule(f) for g in grants]
             seen = max(HIDDEN if r == "hidden" else MASKED if r == "masked" else VISIBLE for r in rules)
             if seen == HIDDEN:
                 hidden.add(f.name)

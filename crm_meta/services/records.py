@@ -252,7 +252,7 @@ class RecordService:
         if d == "current_user":
             return self.actor.user_id
         if d in ("now", "today"):
-            return date.today() if f.type == "date" else datetime.now().replace(microsecond=0)
+            return date.today() if f.base == "date" else datetime.now().replace(microsecond=0)
         return list(d) if isinstance(d, list) else d
 
     def _clean(self, data: dict[str, Any], obj: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:

@@ -208,18 +208,20 @@ class Outcome:
 class SchemaChanges:
     """The data dictionary of one database: YAML under ``base_paths`` plus the stored overlay."""
 
-    def __init__(self, engine: Engine, base_paths: list, user_model, backup_dir: Path | None = None):
+    def __init__(self, engine: Engine, base_paths: list, user_model, backup_dir: Path | None = None,
+                 field_types=None):
         self.engine = engine
         self.base_paths = list(base_paths)
         self.user_model = user_model
         self.backup_dir = backup_dir
+        self.field_types = field_types  # the app's (Plugins.field_types()); None: the built-in types only
 
     # registry and tables for an overlay
     def registry(self, overlay: Overlay):
         """Load YAML + ``overlay`` through the same checks as start-up (raises SchemaErrors)."""
         from crm_meta.schema import load_registry
 
-        return load_registry(self.base_paths, overlay)
+        return load_registry(self.base_paths, overlay, self.field_types)
 
     def models(self, registry):
         from crm_meta.db.tables import build_models
@@ -305,7 +307,7 @@ class SchemaChanges:
         base, more = load_files(self.base_paths)
         issues += more
         if not issues:
-            issues += validate_files(base + imported.files)
+            issues += validate_files(base + imported.files, self.field_types)
         if not issues:
             registry = self.registry(imported.overlay)
             for name in imported.dictionary_items:

@@ -1,6 +1,7 @@
 """Turn submitted values into typed values and check every declared constraint; shared by UI and API."""
 from __future__ import annotations
 
+import logging
 import re
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -35,7 +36,10 @@ MESSAGES = {
     "readonly": Label("只读，不能修改", "is read-only"),
     "unknown": Label("未知字段", "is not a field of this entity"),
     "unique": Label("已存在相同的值", "must be unique; another record has this value"),
+    "type": Label("{zh}", "{en}"),  # a plugin field type's own message
+    "type_failed": Label("字段类型 {t}（插件 {p}）的检查出错：{e}", "the check of field type {t} (plugin {p}) failed: {e}"),
 }
+log = logging.getLogger("crm_meta.plugins")
 
 
 def message(key: str, lang: str, **kw: Any) -> str:
@@ -58,8 +62,8 @@ def _text(field: Field, value: Any) -> str | None:
     if field.min_length and len(value) < field.min_length:
         raise Invalid("too_short", n=field.min_length)
     builtin = {"phone": ("phone", PHONE_PATTERN), "email": ("email", EMAIL_PATTERN), "url": ("url", URL_PATTERN)}
-    if field.type in builtin and not field.pattern:
-        key, pattern = builtin[field.type]
+    if field.base in builtin and not field.pattern:
+        key, pattern = builtin[field.base]
         if not re.fullmatch(pattern, value):
             raise Invalid(key)
     if field.pattern and not re.fullmatch(field.pattern, value):
@@ -167,7 +171,33 @@ CONVERTERS: dict[str, Callable[[Field, Any], Any]] = {
 
 
 def convert(field: Field, value: Any, dictionaries: Dictionaries, old: Any = None) -> Any:
-    """The typed value of ``field`` for ``value`` (None when empty); raises Invalid."""
+    """The typed value of ``field`` for ``value`` (None when empty); raises Invalid.
+
+    A field of a plugin type (crm_field_types): the submitted text is normalised, converted and checked
+    as its base type, then matched against the type's pattern and passed to its check.
+    """
+    custom = field.custom
+    if custom is None:
+        return _convert(field, value, dictionaries, old)
+    try:
+        if custom.normalize is not None and isinstance(value, str) and value.strip():
+            value = custom.normalize(value.strip())
+        result = _convert(field, value, dictionaries, old)
+        refused = custom.refusal(result) if result is not None else None
+    except Invalid:
+        raise
+    except ValueError:
+        raise Invalid("type", **custom.messages()) from None
+    except Exception as exc:  # noqa: BLE001 - the plugin's code: the user sees which plugin, the log the traceback
+        log.exception("plugin %s: field type %s failed on field %s", custom.plugin, custom.name, field.name)
+        raise Invalid("type_failed", t=custom.name, p=custom.plugin or "?",
+                      e=f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+    if refused:
+        raise Invalid("type", **refused)
+    return result
+
+
+def _convert(field: Field, value: Any, dictionaries: Dictionaries, old: Any = None) -> Any:
     if value is None or (isinstance(value, str) and value.strip() == "" and field.storage != "text"):
         return [] if field.is_multi else None
     if field.storage == "code":

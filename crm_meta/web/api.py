@@ -282,6 +282,8 @@ class EntityApi(BearerFirstApi, ModelRestApi):
                 continue
             item = {"name": f.name, "label": f.label.get(lang), "type": f.type, "required": f.required,
                     "readonly": not f.editable or f.name in access.readonly}
+            if f.custom is not None:  # a plugin's field type, edited like its base
+                item["base"] = f.base
             if f.name in access.masked:
                 item["masked"] = True
             if f.needs_approval:

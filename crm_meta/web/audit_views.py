@@ -48,6 +48,7 @@ ACTION_LABELS = {
     "assign": Label("自动分配", "Assigned by rule"),
     "reassign": Label("转交负责人", "Reassigned"),
     "dictionary": Label("数据字典修改", "Dictionary change"),
+    "schema_change": Label("模型修改", "Model change"),
 }
 STATUS_LABELS = {alert_rules.OPEN: Label("未处理", "Open"),
                  alert_rules.ACKNOWLEDGED: Label("已确认", "Acknowledged")}

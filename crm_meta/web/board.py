@@ -16,7 +16,7 @@ CARDS_PER_COLUMN = 50
 
 
 def _money(entity):
-    return next((f for f in entity.user_fields if f.type == "money"), None)
+    return next((f for f in entity.user_fields if f.base == "money"), None)
 
 
 class BoardView(BaseView):

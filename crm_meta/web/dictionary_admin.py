@@ -183,6 +183,11 @@ class DictionariesApi(BearerFirstApi, BaseApi):
     base_permissions = PERMISSIONS
     openapi_spec_tag = "Dictionaries 数据字典"
 
+    def add_api_spec(self, api_spec) -> None:
+        """Documented only to callers who may use it (the document is built per request)."""
+        if self.appbuilder.sm.has_access("can_read", PERMISSION):
+            super().add_api_spec(api_spec)
+
     def add_apispec_components(self, api_spec) -> None:
         super().add_apispec_components(api_spec)
         if "DictionaryItem" not in api_spec.components.schemas:

@@ -10,6 +10,7 @@ from flask_appbuilder import AppBuilder
 from flask_appbuilder.models.sqla.base import SQLA
 from flask_appbuilder.security.sqla.models import User
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from crm_meta.db.tables import ModelSet, build_models
 from crm_meta.errors import CrmError, MigrationError, PluginError, SchemaErrors
@@ -84,11 +85,18 @@ def _create_app(test_config: dict | None) -> Flask:
         from crm_meta.services.schema_changes import startup_overlay
 
         overlay = startup_overlay(app.config["SQLALCHEMY_DATABASE_URI"], app.config.get("SQLALCHEMY_ENGINE_OPTIONS"))
-        registry = load_registry(schema_paths(app.config) + plugins.schema_paths(), overlay)
+        registry = load_registry(schema_paths(app.config) + plugins.schema_paths(), overlay, plugins.field_types())
     except SchemaErrors as exc:
         print(f"crm_meta: the data dictionary is invalid:\n{exc.report()}", file=sys.stderr)
         for line in plugin_blame(plugins, exc):
             print(f"crm_meta: {line}", file=sys.stderr)
+        if any(i.location.path.startswith("overlay/") for i in exc.issues):
+            print("crm_meta: overlay/… is what admins changed on screen, stored in the database: write it out with "
+                  "`flask --app app crm schema export DIR`, correct it, and load it back with "
+                  "`flask --app app crm schema import DIR`", file=sys.stderr)
+        raise SystemExit(1) from None
+    except SQLAlchemyError as exc:
+        print(f"crm_meta: cannot start: cannot read the database: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
         raise SystemExit(1) from None
     try:
         init_app(app, registry, plugins)
@@ -138,11 +146,19 @@ def init_app(app: Flask, registry: Registry, plugins: Plugins | None = None) -> 
         register_audit(appbuilder, app)  # audit/alerts screens, append-only triggers, sign-in protection
         from crm_meta.web.customer360 import register_customer360; register_customer360(appbuilder)  # noqa: E702
         from crm_meta.web.dictionary_admin import register_dictionary_admin; register_dictionary_admin(appbuilder)  # noqa: E702,E501
+        from crm_meta.web.schema_admin import register_schema_admin; register_schema_admin(appbuilder)  # noqa: E702
         plugins.register_views(appbuilder, build)
         from crm_meta.web.permissions import sync_permissions
 
-        sync_permissions(db.session, appbuilder, app.config["AUTH_ROLE_ADMIN"], models.system["state"],
-                         registry)
+        for attempt in range(3):  # another worker may be adding the same permissions right now
+            try:
+                sync_permissions(db.session, appbuilder, app.config["AUTH_ROLE_ADMIN"], models.system["state"],
+                                 registry)
+                break
+            except IntegrityError:
+                db.session.rollback()
+                if attempt == 2:
+                    raise
         db.session.remove()
     from crm_meta.cli import crm
 

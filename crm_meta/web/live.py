@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import sqlite3
 import threading
 import time
 from typing import Callable
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
-from crm_meta.services.schema_changes import GENERATION_KEY, STATE
+from crm_meta.services.schema_changes import GENERATION_KEY
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0
+GENERATION_HEADER = "X-CRM-Schema-Generation"
+GENERATION_SQL = f"SELECT value FROM crm_schema_state WHERE key = '{GENERATION_KEY}'"
 
 
 class LiveApp:
@@ -34,27 +39,57 @@ class LiveApp:
         self.engine = engine
         self.build = build
         self.app = root
+        self.local = threading.local()
+        self.check_engine = create_engine(engine.url, poolclass=NullPool,
+                                          **({"connect_args": {"check_same_thread": False}}
+                                             if engine.dialect.name == "sqlite" else {}))
         self.wsgi = root.wsgi_app  # the root's own Flask.wsgi_app (bound), saved before we replace it
         self.generation = self.read_generation()
+        self.current = (self.wsgi, self.generation)
         self.lock = threading.Lock()
         self.failed_at: dict[int, float] = {}
         self.swaps = 0
 
     def read_generation(self) -> int:
+        """One primary-key lookup on a connection this thread keeps (autocommit: no pool checkout,
+        no pre-ping, no transaction to end — one round trip on PostgreSQL, microseconds on SQLite)."""
+        held = getattr(self.local, "held", None)
         try:
-            with self.engine.connect() as conn:
-                value = conn.execute(select(STATE.c.value).where(STATE.c.key == GENERATION_KEY)).scalar()
-            return int(value or 0)
+            if held is None or held[0] != os.getpid():  # new thread, or a worker forked after --preload
+                held = self.local.held = (os.getpid(), self._connect())
+            cursor = held[1].driver_connection.cursor()
+            try:
+                cursor.execute(GENERATION_SQL)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            return int(row[0]) if row and row[0] is not None else 0
         except Exception:  # the database is briefly unavailable: keep serving what we have
+            self.local.held = None
             log.warning("crm_meta: could not read the schema generation", exc_info=True)
-            return self.generation if hasattr(self, "generation") else 0
+            return getattr(self, "generation", 0)
+
+    def _connect(self):
+        fairy = self.check_engine.raw_connection()  # kept: the pool closes the connection when it goes
+        conn = fairy.driver_connection
+        if hasattr(conn, "autocommit") and not isinstance(conn, sqlite3.Connection):
+            conn.autocommit = True  # psycopg: a plain SELECT would otherwise open a transaction
+        return fairy
 
     def __call__(self, environ, start_response):
-        if not environ.get("PATH_INFO", "").startswith("/static/"):
-            seen = self.read_generation()
-            if seen != self.generation:
-                self.swap(seen)
-        return self.wsgi(environ, start_response)
+        if environ.get("PATH_INFO", "").startswith("/static/"):
+            return self.current[0](environ, start_response)
+        seen = self.read_generation()
+        if seen != self.generation:
+            self.swap(seen)
+        wsgi, served = self.current  # one tuple: the app and its generation always match
+        served = str(served)
+
+        def start(status, headers, exc_info=None):
+            headers.append((GENERATION_HEADER, served))  # which dictionary answered (clients may re-read _info)
+            return start_response(status, headers, exc_info)
+
+        return wsgi(environ, start)
 
     def swap(self, seen: int) -> None:
         with self.lock:
@@ -78,6 +113,7 @@ class LiveApp:
                     gc.enable()
             old = self.app
             self.app, self.wsgi, self.generation = new, new.wsgi_app, seen
+            self.current = (self.wsgi, seen)
             self.swaps += 1
             new.extensions["crm_live"] = self
             log.info("crm_meta: serving schema generation %s (built in %.0f ms)", seen,
@@ -87,7 +123,22 @@ class LiveApp:
 
 
 def _retire(app: Flask) -> None:
-    """Close the old generation's idle connections; ones still in use close when their request ends."""
+    release(app)
+
+
+def release(app: Flask) -> None:
+    """Let an app that no longer serves go: unlink its mapped classes from Flask-AppBuilder's user mapper (a
+    relationship across two SQLAlchemy registries makes the user's registry hold ours for good) and
+    close its idle connections; requests still running on it finish normally."""
+    crm = app.extensions.get("crm")
+    registry = getattr(getattr(getattr(crm, "models", None), "base", None), "registry", None)
+    if registry is not None:  # SQLAlchemy internals: no public API unlinks one registry from another
+        for dependency in list(registry._dependencies):
+            dependency._dependents.discard(registry)
+            for mapper in dependency.mappers:  # many-to-one links to users add a processor to the user mapper
+                mapper._dependency_processors[:] = [
+                    p for p in mapper._dependency_processors
+                    if getattr(getattr(p, "parent", None), "registry", None) is not registry]
     sqla = app.extensions.get("sqlalchemy")
     if sqla is None:
         return
@@ -111,3 +162,24 @@ def current(app: Flask) -> Flask:
     """The app serving requests now (``app`` itself until the first swap)."""
     live = app.extensions.get("crm_live")
     return live.app if live else app
+
+
+def shutdown(app: Flask) -> None:
+    """Release every generation of ``app`` and close its connections (tests, embedding)."""
+    live = app.extensions.get("crm_live")
+    apps = [app] + ([live.app] if live and live.app is not app else [])
+    if live is not None:
+        held = getattr(live.local, "held", None)
+        if held is not None:
+            try:
+                held[1].close()
+            except Exception:  # pragma: no cover - already gone
+                pass
+            live.local.held = None
+        live.check_engine.dispose()
+    for each in apps:
+        release(each)
+        crm = each.extensions.get("crm")
+        if crm is not None:
+            with each.app_context():
+                crm.db.session.remove()

@@ -1,5 +1,6 @@
 """Screens of the follow-up cadence and the ticket SLAs: 我的跟进 /crm/followups/, 通知
-/crm/notifications/, 工单超时 /crm/sla/, their dashboard boxes, and "time left" on ticket pages.
+/crm/notifications/ (and on REST /api/v1/notifications/), 工单超时 /crm/sla/, their dashboard boxes,
+and "time left" on ticket pages.
 
 Registered by the built-in plugin ``crm_meta.process`` (``crm_register_views``). Every query of
 records goes through the user's access policy (``context.policy().scope``); notifications are the
@@ -13,7 +14,8 @@ from typing import Any
 
 from flask import abort, flash, redirect, request, url_for
 from flask_appbuilder import BaseView, expose
-from flask_appbuilder.security.decorators import has_access
+from flask_appbuilder.api import BaseApi, safe
+from flask_appbuilder.security.decorators import has_access, permission_name, protect
 from flask_appbuilder.security.sqla.models import User
 from markupsafe import Markup, escape
 from sqlalchemy import select
@@ -23,6 +25,7 @@ from crm_meta.services import clock, followups, notifications, sla
 from crm_meta.web import context
 from crm_meta.web.forms import user_name
 from crm_meta.web.i18n import current_lang, lazy, t
+from crm_meta.web.security import BearerFirstApi
 
 FOLLOWUPS_LABEL = Label("我的跟进", "My follow-ups")
 NOTIFICATIONS_LABEL = Label("通知", "Notifications")
@@ -165,6 +168,158 @@ class NotificationsView(BaseView):
         context.session().commit()
         flash(t(f"已将 {n} 条通知标为已读", f"Marked {n} notification(s) as read"), "success")
         return redirect(url_for("NotificationsView.index"))
+
+
+NOTICE_PAGE_SIZE, NOTICE_MAX_PAGE_SIZE, NOTICE_MAX_IDS = 20, 100, 1000
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return False
+    return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(value.lower())
+
+
+def _whole(value: str | None, default: int, low: int, high: int) -> int | None:
+    if value is None or value == "":
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        return None
+    return n if low <= n <= high else None
+
+
+def _notice_json(n: notifications.Notice) -> dict:
+    if n.kind == notifications.FOLLOW_UP_DUE:
+        url = url_for("FollowUpsView.index")
+    else:
+        url = show_url(n.entity, n.record_id)
+    return {"id": n.id, "kind": n.kind, "entity": n.entity, "record_id": n.record_id, "text": n.text, "url": url,
+            "created_at": n.created_at.isoformat() if n.created_at else None,
+            "read_at": n.read_at.isoformat() if n.read_at else None}
+
+
+class NotificationsApi(BearerFirstApi, BaseApi):
+    """The caller's own notifications on REST (the screen is NotificationsView; same permissions)."""
+
+    resource_name = "notifications"
+    class_permission_name = "notifications"
+    method_permission_name = {"get_list": "read", "mark_read": "write"}
+    base_permissions = ["can_read", "can_write"]
+    openapi_spec_tag = "Notifications 通知"
+
+    @expose("/", methods=["GET"])
+    @protect()
+    @safe
+    @permission_name("get_list")
+    def get_list(self):
+        """Your notifications, newest first (follow-up reminders and tasks, SLA escalations, moves of your records)
+        ---
+        get:
+          parameters:
+          - in: query
+            name: unread_only
+            description: Only the unread ones (`true` / `false`, default false)
+            schema: {type: boolean}
+          - in: query
+            name: page
+            description: Page number, from 0
+            schema: {type: integer, minimum: 0, default: 0}
+          - in: query
+            name: page_size
+            schema: {type: integer, minimum: 1, maximum: 100, default: 20}
+          responses:
+            200:
+              description: One page of your notifications; `count` is how many match in all, `unread`
+                how many of yours are unread
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    properties:
+                      count: {type: integer}
+                      unread: {type: integer}
+                      page: {type: integer}
+                      page_size: {type: integer}
+                      result:
+                        type: array
+                        items:
+                          type: object
+                          properties:
+                            id: {type: integer}
+                            kind: {type: string, description: 'follow_up_due, follow_up_task, sla_breach, transition, …'}
+                            entity: {type: string, nullable: true}
+                            record_id: {type: integer, nullable: true}
+                            text: {type: string, description: In the caller's language}
+                            url: {type: string, nullable: true, description: The screen the notice is about}
+                            created_at: {type: string, format: date-time, description: UTC}
+                            read_at: {type: string, format: date-time, nullable: true, description: UTC}
+            400: {$ref: '#/components/responses/400'}
+            401: {$ref: '#/components/responses/401'}
+        """
+        unread_only = _flag(request.args.get("unread_only"))
+        page = _whole(request.args.get("page"), 0, 0, 10**6)
+        size = _whole(request.args.get("page_size"), NOTICE_PAGE_SIZE, 1, NOTICE_MAX_PAGE_SIZE)
+        problems = [name for name, v in (("unread_only", unread_only), ("page", page), ("page_size", size))
+                    if v is None]
+        if problems:
+            return self.response_400(message=f"Invalid query parameter(s): {', '.join(problems)} (unread_only: "
+                                             f"true/false; page: 0 or more; page_size: 1 to {NOTICE_MAX_PAGE_SIZE})")
+        table = context.build().models.system["notification"]
+        user_id = context.policy().user_id
+        total, rows = notifications.page_for_user(context.session(), table, user_id, current_lang(),
+                                                  unread_only=bool(unread_only), page=page, page_size=size)
+        return self.response(200, count=total, unread=notifications.unread_count(context.session(), table, user_id),
+                             page=page, page_size=size, result=[_notice_json(n) for n in rows])
+
+    @expose("/read", methods=["POST"])
+    @protect()
+    @safe
+    @permission_name("mark_read")
+    def mark_read(self):
+        """Mark notifications as read: the ones listed in `ids`, or all of yours with `{}`
+        ---
+        post:
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    ids:
+                      type: array
+                      maxItems: 1000
+                      items: {type: integer}
+                      description: Ids of your notifications (others' ids are ignored); leave out to mark all
+          responses:
+            200:
+              description: How many were marked now and how many of yours are still unread
+              content:
+                application/json:
+                  schema:
+                    type: object
+                    properties:
+                      marked: {type: integer}
+                      unread: {type: integer}
+            400: {$ref: '#/components/responses/400'}
+            401: {$ref: '#/components/responses/401'}
+        """
+        body = request.get_json(silent=True) if request.is_json else None
+        if not isinstance(body, dict):
+            return self.response_400(message="The body must be a JSON object: {\"ids\": [...]} or {} for all")
+        unknown = sorted(set(body) - {"ids"})
+        ids = body.get("ids")
+        if unknown or ("ids" in body and not (
+                isinstance(ids, list) and len(ids) <= NOTICE_MAX_IDS
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in ids))):
+            return self.response_400(message=f"`ids` must be a list of at most {NOTICE_MAX_IDS} notification ids"
+                                             + (f"; unknown key(s): {', '.join(unknown)}" if unknown else ""))
+        table = context.build().models.system["notification"]
+        user_id = context.policy().user_id
+        marked = notifications.mark_read(context.session(), table, user_id, ids if "ids" in body else None)
+        context.session().commit()
+        return self.response(200, marked=marked, unread=notifications.unread_count(context.session(), table, user_id))
 
 
 # -- 工单超时 ---------------------------------------------------------------------------------------
@@ -312,3 +467,4 @@ def register_process_views(appbuilder: Any, build: Any) -> None:
                                        sla.RESPONSE_DUE: due_formatter(sla.RESPONSE_DUE, sla.RESPONDED),
                                        sla.RESOLVE_DUE: due_formatter(sla.RESOLVE_DUE, sla.RESOLVED)}
     appbuilder.add_view(NotificationsView, "notifications", label=lazy(NOTIFICATIONS_LABEL), icon="fa-bell")
+    appbuilder.add_api(NotificationsApi)

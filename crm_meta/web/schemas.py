@@ -11,6 +11,11 @@ def _field(f: Field, *, dump_only: bool = False) -> fields.Field:
     if f.help:
         meta["description"] += f" — {f.help.en}"
     kw = {"allow_none": not f.required or f.system, "dump_only": dump_only, "metadata": meta}
+    if f.custom is not None:  # a plugin's type: served as its base, with the type's name and pattern
+        meta["description"] += f" (type {f.type}: {f.base})"
+        meta["x-crm-type"] = f.type
+        if f.custom.pattern:
+            meta["pattern"] = f.custom.pattern
     s = f.storage
     if f.storage == "code":
         meta["description"] += f" (a code of dictionary '{f.dictionary}')"

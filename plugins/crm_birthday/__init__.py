@@ -2,7 +2,8 @@
 
 What it shows, one hook each (see plugin.py):
 
-* ``crm_schema_paths``      a field added to ``contact`` by ``schemas/contact_birthday.yaml``
+* ``crm_schema_paths``      fields added to ``contact`` by ``schemas/contact_birthday.yaml``
+* ``crm_field_types``       a field type of its own, ``wechat_id`` (``contact.wechat`` uses it)
 * ``crm_before_create`` /
   ``crm_before_update``     refusing a change (reminder on, but no birthday) with ``HookRefused``
 * ``crm_after_create``      reacting to a new record (logs when the next birthday is)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from crm_meta import hookimpl
 from crm_meta.errors import HookRefused
+from crm_meta.metadata.fieldtypes import CustomType
 from crm_meta.plugins import Widget
 
 log = logging.getLogger("crm_birthday")
@@ -45,6 +46,28 @@ def upcoming(session, models, today: date, days: int) -> list[tuple[Any, date]]:
     return sorted(((c, d) for c, d in found if (d - today).days <= days), key=lambda x: (x[1], x[0].id))
 
 
+def normalize_wechat_id(text: str) -> str:
+    """WeChat IDs are not case-sensitive: keep one spelling ("WX Zhang-San" → "wxzhang-san")."""
+    return text.replace(" ", "").lower()
+
+
+def not_a_generated_wechat_id(value: str) -> dict | None:
+    """The ``wxid_…`` IDs WeChat generates cannot be searched for; ask for the chosen one."""
+    if value.startswith("wxid_"):
+        return {"zh": "请填写自己设置的微信号，而不是系统生成的 wxid_ 号",
+                "en": "give the WeChat ID the contact chose, not the generated wxid_ one"}
+    return None
+
+
+#: A field type of its own: ``type: wechat_id`` is stored and edited as a string of at most 20 characters.
+WECHAT_ID = CustomType(
+    "wechat_id", base="string", label={"zh": "微信号", "en": "WeChat ID"}, length=20,
+    pattern=r"^[a-zA-Z][-_a-zA-Z0-9]{5,19}$",
+    message={"zh": "微信号为 6–20 位字母、数字、- 或 _，以字母开头",
+             "en": "a WeChat ID has 6-20 letters, digits, - or _ and starts with a letter"},
+    normalize=normalize_wechat_id, check=not_a_generated_wechat_id)
+
+
 def _refuse_reminder_without_birthday(reminder: Any, birthday: Any, lang: str) -> None:
     if reminder and birthday is None:
         raise HookRefused("开启生日提醒前请先填写生日" if lang == "zh"
@@ -56,6 +79,11 @@ def _refuse_reminder_without_birthday(reminder: Any, birthday: Any, lang: str) -
 @hookimpl
 def crm_schema_paths():
     return [HERE / "schemas"]
+
+
+@hookimpl
+def crm_field_types():
+    return [WECHAT_ID]  # used by contact.wechat in schemas/contact_birthday.yaml
 
 
 @hookimpl
