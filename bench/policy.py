@@ -92,9 +92,8 @@ class People:
 def make_people(app, rep_share: float, tree_share: float, rep_roles=(), manager_roles=()) -> People:
     """The users, their roles and departments; who owns which share of the customers."""
     from crm_meta.cli import ensure_admin
-    from crm_meta.services.dictionaries import Dictionaries
-    from crm_meta.services.members import department_of, set_member
-    from crm_meta.services.policy import Policy, SYSTEM, department_tree
+    from crm_meta.services.members import department_of, department_tree, set_member
+    from crm_meta.services.policy import Policy, SYSTEM
 
     b = app.extensions["crm"]
     sm = app.appbuilder.sm
@@ -143,8 +142,7 @@ def make_people(app, rep_share: float, tree_share: float, rep_roles=(), manager_
     people = People(admin.id, rep.id, manager.id, reps + others, weights)
     # the stamp is the owner's crm_member department — read back through the app's own function
     people.department = {uid: department_of(session, member, uid) for uid in people.owners + [manager.id]}
-    dicts = Dictionaries.load(session, b.models.system["dict_item"])
-    tree = department_tree(dicts.items("department", active_only=False))
+    tree = department_tree(session, b.models.system["dict_item"])
     people.tree = sorted(Policy(registry, SYSTEM, tree).below(TREE_ROOT))  # what the policy will filter on
     session.remove()
     return people

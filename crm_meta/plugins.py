@@ -257,7 +257,10 @@ class Plugins:
         types come from ``crm_meta.builtin``; they stay, as the language's own, when it is disabled).
         Two plugins declaring one name raise a ``PluginError`` naming both."""
         if self._field_types is None:
-            self._field_types = FieldTypes.collect(self.each("crm_field_types")).with_builtins("crm_meta")
+            # built-ins first, then in the order plugins were registered: a clash blames the later one
+            order = {i.name: (i.origin != "built-in", n) for n, i in enumerate(self.infos)}
+            results = sorted(self.each("crm_field_types"), key=lambda r: order.get(r[0], (True, len(order))))
+            self._field_types = FieldTypes.collect(results).with_builtins("crm_meta")
         return self._field_types
 
     def plugin_of_path(self, path: str | Path) -> str | None:

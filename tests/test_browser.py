@@ -258,8 +258,7 @@ def test_kanban_drag_into_contract_signed_needs_the_contract(make_app, live_serv
     page.fill("#contract_no", "HT-2026-001")
     page.fill("#contract_amount", "480000")
     page.fill("#comment", "客户已盖章")
-    # the date picker widget owns its input; set the value as picking a day does
-    page.eval_on_selector("#effective_date", "el => { el.value = '2026-12-01'; }")
+    page.fill("#effective_date", "2026-12-01")  # typed (no keyup): the date picker keeps it (crm.js)
     page.locator("#crm-move-submit").click()
     page.wait_for_load_state()
     import re as _re

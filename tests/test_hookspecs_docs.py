@@ -109,3 +109,10 @@ def test_the_examples_implement_every_hook_and_run(tmp_path, caplog):
     assert runner.invoke(args=["crm", "vip-count"]).output == "1 VIP customer(s)\n"  # crm_cli_commands
     ran = runner.invoke(args=["crm", "jobs", "run", "vip_report"]).output  # crm_scheduled_jobs
     assert "ok — 1 VIP customer(s)" in ran
+
+    plain = {**body, "grade": "A", "vip": False}  # crm_field_types: customer.wechat is a wechat_id
+    refused = api.post("/api/v1/customer/", json={**plain, "name": "丙公司", "wechat": "1abc"})
+    assert refused.status_code == 422
+    assert refused.json["message"] == {"wechat": ["微信号为 6–20 位字母、数字、- 或 _，以字母开头"]}
+    stored = api.post("/api/v1/customer/", json={**plain, "name": "丙公司", "wechat": "WX Zhang-San"})
+    assert stored.status_code == 201 and stored.json["result"]["wechat"] == "wxzhang-san"

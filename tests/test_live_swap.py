@@ -110,7 +110,6 @@ def gunicorn_server(db_url, tmp_path):
                 pytest.fail("gunicorn did not start: " + (tmp_path / "gunicorn.err").read_text()[-2000:])
             time.sleep(0.3)
     try:
-        os.environ["CRM_DATABASE_URL"] = db_url  # TEMPORARY
         yield base, log, env
     finally:
         proc.send_signal(signal.SIGTERM)

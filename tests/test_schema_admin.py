@@ -124,6 +124,7 @@ def test_a_field_added_on_screen_shows_everywhere_on_the_next_request(app, clien
     assert cid in [r["id"] for r in wechat_filter(api, "wx_9527").json["result"]]  # a filter
     assert "wechat" in customer_openapi(api)
     assert schema_actions(app) == [("customer", "wechat")]
+    assert "模型修改" in client.get("/crm/audit/?action=schema_change").get_data(as_text=True)
     overlay = api.get("/api/v1/schema/").json["overlay"]
     assert overlay["fields"] == [{"entity": "customer", "name": "wechat", "active": True, "list": True,
                                   "search": True, "filters": True, "field": WECHAT["field"]}]
@@ -269,6 +270,8 @@ def test_an_entity_added_on_screen(app, client, api):
     resp = confirm(client, plan)
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/crm/schema/contract/")
     assert client.get("/contract/list/").status_code == 200
+    index = client.get("/crm/schema/").get_data(as_text=True)
+    assert 'data-entity="contract"' in index and 'data-entity="customer"' in index
     assert "合同" in client.get("/").get_data(as_text=True)  # in the Sales menu
     created = api.post("/api/v1/contract/", json={"title": "年度框架合同"})
     assert created.status_code == 201, created.get_data(as_text=True)

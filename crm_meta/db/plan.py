@@ -200,6 +200,8 @@ def build_plan(connection: Connection, metadata: MetaData, registry=None, *,
             continue
         if getattr(op, "table_name", None) in renamed_away and isinstance(op, (ops.DropIndexOp,)):
             continue  # the old table's indexes go with the rename
+        if getattr(op, "table_name", None) in dropped_tables and isinstance(op, ops.DropIndexOp):
+            continue  # and a dropped table's with the table
         changes.append(_classify(connection, metadata, op, new))
     _fill_defaults(changes, registry)
     changes.sort(key=lambda c: PHASES.index(c.kind) if c.kind in PHASES else len(PHASES))

@@ -109,8 +109,8 @@ class CustomType:
       base type's checks; what it returns is checked and stored. Values that are not text (JSON
       numbers …) go to the base type unchanged. Raise ``ValueError`` to refuse the value;
     * ``check(value) -> message | None`` — called with the converted value (``str``, ``int``,
-      ``Decimal``, ``date`` … of the base); return ``None`` to accept, a text or ``{"zh", "en"}`` to
-      refuse with that message;
+      ``Decimal``, ``date`` … of the base); return ``None`` (or ``True``) to accept, a text or
+      ``{"zh", "en"}`` to refuse with that message (``False``: with ``message``);
     * ``text_search`` — may be in an entity's ``search`` list (default: as the base);
     * ``keys`` — the declaration keys a field of this type accepts besides the common ones (label,
       required, default …); default: the base's. Only keys of the base are possible.
@@ -186,8 +186,10 @@ class CustomType:
             return self.messages()
         if self.check is not None:
             said = self.check(value)
-            if said not in (None, "", False):
-                return self.messages() if said is True else _texts(said, self.name)
+            if said is False:
+                return self.messages()
+            if said not in (None, "", True):
+                return _texts(said, self.name)
         return None
 
 

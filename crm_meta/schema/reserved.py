@@ -24,6 +24,11 @@ ENGINE_NAMES = frozenset({
 
 ENTITY_PREFIXES = ("ab_", "crm_", "alembic")
 
+# First path segments and permission names of the engine's own screens and APIs.
+ENGINE_URLS = frozenset({"api", "static", "login", "logout", "admin", "users", "roles", "babel", "lang", "swagger",
+                         "crm", "schema", "dictionaries", "approvals", "audit", "alerts", "notifications",
+                         "followups", "sla", "security", "dashboard", "history", "board", "lookup"})
+
 
 def reserved_reason(name: str, *, entity: bool) -> str | None:
     """Why ``name`` cannot be used, or None when it can."""
@@ -37,6 +42,6 @@ def reserved_reason(name: str, *, entity: bool) -> str | None:
         return f"'{name}' is reserved by the engine"
     if entity and ("__" in name or name.endswith("_")):
         return f"'{name}' may not contain '__' or end with '_' (such names are kept for link tables)"
-    if entity and name in ("api", "static", "login", "logout", "admin", "users", "roles", "babel", "lang", "swagger"):
+    if entity and name in ENGINE_URLS:
         return f"'{name}' is reserved for the engine's own URLs"
     return None

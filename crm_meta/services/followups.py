@@ -386,9 +386,10 @@ def _late_sql(session: Session, followed_at, created_at):
 
 def _expire_next(session: Session, models: ModelSet, names: tuple[str, ...] = (NEXT,)) -> None:
     """Loaded customers re-read these columns (a set-based UPDATE bypasses the identity map)."""
-    if isinstance(session, Session):
+    identity_map = getattr(session, "identity_map", None)  # a Session or scoped_session; not a Connection
+    if identity_map is not None:
         model = models.model(CUSTOMER)
-        for obj in list(session.identity_map.values()):
+        for obj in list(identity_map.values()):
             if isinstance(obj, model):
                 session.expire(obj, list(names))
 
@@ -451,15 +452,18 @@ def _store_applied(session: Session, models: ModelSet, cadence: dict[str, float]
 
 
 def apply_cadence_changes(session: Session, models: ModelSet) -> tuple[list[str], int]:
-    """Recompute the due dates of the grades whose cadence differs from the one last applied (all
-    of them the first time): what ``crm remind`` and the reminder job run first, so that a cadence
-    changed in any way counts before the day's reminders. One small SELECT when nothing changed.
-    Returns (grades recomputed, customers whose due date changed). No commit."""
+    """Recompute the due dates of the grades whose cadence differs from the one last applied: what
+    ``crm remind`` and the reminder job run first, so that a cadence changed in any way (the
+    data-dictionary screen, the YAML sync at start-up, SQL) counts before the day's reminders. Two
+    small SELECTs when nothing changed. The first time (nothing recorded yet) the current cadences
+    are recorded as applied — the stored dates came from the record hooks — without rewriting any
+    row. Returns (grades recomputed, customers whose due date changed). No commit."""
     if grade_dictionary(models) is None:
         return [], 0
     applied = _applied_cadences(session, models)
     if applied is None:
-        return sorted(dictionary_attrs(session, models, grade_dictionary(models))), recompute_cadence(session, models)
+        _store_applied(session, models, cadences(session, models))
+        return [], 0
     current = cadences(session, models)
     grades = sorted(g for g in set(applied) | set(current) if applied.get(g) != current.get(g))
     return grades, sum(recompute_cadence(session, models, g) for g in grades)
@@ -468,8 +472,9 @@ def apply_cadence_changes(session: Session, models: ModelSet) -> tuple[list[str]
 def backfill(session: Session, models: ModelSet) -> dict[str, int]:
     """Recompute every customer's last/next follow-up and every follow-up's late flag from the
     stored rows (after data was loaded or back-dated without the record hooks, e.g. demo data).
-    Set-based: one UPDATE of the follow-ups, then one UPDATE of the customers per grade (and one
-    for the rest), on SQLite and PostgreSQL alike. No commit."""
+    Set-based, on SQLite and PostgreSQL alike: one UPDATE of the follow-ups, then one UPDATE of the
+    customers per grade with a cadence and one for the rest; only rows whose values change are
+    written. Returns how many rows changed. No commit."""
     out = {"customers": 0, "follow_ups": 0}
     if not enabled(models):
         return out
@@ -478,16 +483,18 @@ def backfill(session: Session, models: ModelSet) -> dict[str, int]:
     if tracks_follow_ups(models):
         follow = models.model(FOLLOW_UP).__table__
         if models.registry.entity(FOLLOW_UP).has_field(LATE):
-            out["follow_ups"] = session.execute(update(follow).values(unstamped(follow, {
-                LATE: _late_sql(session, follow.c[FOLLOWED_AT], follow.c.created_at)}))).rowcount or 0
+            late = _late_sql(session, follow.c[FOLLOWED_AT], follow.c.created_at)
+            out["follow_ups"] = session.execute(update(follow).where(follow.c[LATE].is_distinct_from(late))
+                                                .values(unstamped(follow, {LATE: late}))).rowcount or 0
         last = select(func.max(follow.c[FOLLOWED_AT])).where(follow.c[f"{REF}_id"] == customer.c.id) \
             .scalar_subquery()
     cadence = cadences(session, models) if GRADE in customer.c else {}
+    differs = lambda due: or_(customer.c[LAST].is_distinct_from(last), customer.c[NEXT].is_distinct_from(due))  # noqa: E731
     for code in sorted(cadence):
         due = _due_sql(session, last, customer.c.created_at, math.ceil(cadence[code]))
-        out["customers"] += session.execute(update(customer).where(customer.c[GRADE] == code)
+        out["customers"] += session.execute(update(customer).where(customer.c[GRADE] == code, differs(due))
                                             .values(unstamped(customer, {LAST: last, NEXT: due}))).rowcount or 0
-    rest = update(customer)
+    rest = update(customer).where(differs(null()))
     if cadence:
         rest = rest.where(or_(customer.c[GRADE].is_(None), customer.c[GRADE].not_in(sorted(cadence))))
     out["customers"] += session.execute(rest.values(unstamped(customer, {LAST: last, NEXT: None}))).rowcount or 0

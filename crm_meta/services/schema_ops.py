@@ -1,7 +1,7 @@
 """Admins' model changes as operations — pure Python, shared by the schema screens and their REST API.
 
-An operation is a body in the dictionary language (REST sends it as JSON; a screen's form is turned into
-one by ``field_body_from_form`` / ``entity_body_from_form``)::
+An operation is a body in the dictionary language (REST sends it as JSON; crm_meta/services/schema_forms.py
+turns a screen's form into one)::
 
     {"op": "add_field", "entity": "customer", "name": "wechat",
      "field": {"type": "string", "label": {"zh": "微信", "en": "WeChat"}, "length": 64},
@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping
 from crm_meta.errors import CrmError
 from crm_meta.metadata.fieldtypes import FIELD_TYPES
 from crm_meta.metadata.model import RESERVED_FIELD_NAMES
-from crm_meta.schema.overlay import PLACEMENTS, CustomEntity, CustomField, Overlay, field_spec
+from crm_meta.schema.overlay import PLACEMENTS, CustomEntity, CustomField, Overlay
 from crm_meta.schema.reserved import reserved_reason
 from crm_meta.schema.structure import IDENTIFIER
 
@@ -35,7 +35,6 @@ TYPES = tuple(FIELD_TYPES)
 DICTIONARY_TYPES = ("enum", "multi_enum", "tags")
 KEYS = {"add_field": {"entity", "name", "field", *PLACEMENTS}, "update_field": {"entity", "name", "field", *PLACEMENTS},
         "delete_field": {"entity", "name"}, "add_entity": {"name", "spec"}, "delete_entity": {"name"}}
-OWNER_FIELD = {"type": "user", "label": {"zh": "负责人", "en": "Owner"}, "required": True, "default": "current_user"}
 
 
 class OpRefused(CrmError):
@@ -272,110 +271,3 @@ def _entity_op(kind: str, body: Mapping, registry, overlay: Overlay, taken: set[
         return o.with_entity(CustomEntity(name, spec))
 
     return Op(kind, name, None, {"op": kind, "name": name, "spec": spec}, add, None)
-
-
-# -- screen forms ---------------------------------------------------------------------------------------
-
-def _flag(form: Mapping, key: str) -> bool:
-    return str(form.get(key, "")).strip().lower() in ("y", "1", "on", "true", "yes")
-
-
-def _default(kind: str, text: str) -> Any:
-    """A default typed in a form, as the dictionary language has it (left as text when it does not parse:
-    the dictionary check then says what is wrong)."""
-    if kind == "integer":
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    if kind == "boolean":
-        return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower(), text)
-    if kind in ("multi_enum", "tags"):
-        return [c.strip() for c in text.split(",") if c.strip()]
-    return text
-
-
-def field_body_from_form(form: Mapping, *, entity: str, name: str | None = None, new: bool = True) -> dict:
-    """The add_field / update_field body for a submitted field form (update: every key the form covers,
-    None where blank, so that clearing an input removes the key)."""
-    name = name if name is not None else str(form.get("name", "")).strip()
-    kind = str(form.get("type", "")).strip()
-    zh, en = str(form.get("label_zh", "")).strip(), str(form.get("label_en", "")).strip()
-    if not zh or not en:
-        raise OpRefused(["a Chinese and an English label are required"])
-    keys = FIELD_TYPES[kind].keys if kind in FIELD_TYPES else frozenset()
-    text = {k: str(form.get(k, "")).strip() for k in ("default", "dictionary", "target", "length", "pattern",
-                                                      "format")}
-    length = text["length"]
-    options = {
-        "required": _flag(form, "required") or None, "unique": _flag(form, "unique") or None,
-        "indexed": _flag(form, "indexed") or None,
-        "default": _default(kind, text["default"]) if text["default"] else None,
-        "dictionary": text["dictionary"] or None, "entity": text["target"] or None,
-        "length": (int(length) if length.isdigit() else length) or None,
-        "pattern": text["pattern"] or None, "format": text["format"] or None,
-    }
-    options = {k: (v if k in keys else None) for k, v in options.items()}
-    body: dict[str, Any] = {"op": "add_field" if new else "update_field", "entity": entity, "name": name,
-                            **{k: _flag(form, k) for k in PLACEMENTS}}
-    if new:
-        body["field"] = field_spec(kind, zh, en, **{k: v for k, v in options.items() if v is not None})
-    else:
-        body["field"] = {"type": kind, "label": {"zh": zh, "en": en}, **options}
-    return body
-
-
-def entity_body_from_form(form: Mapping) -> dict:
-    """The add_entity body for the new-entity form: the entity with its first (title) string field and,
-    when asked, an owner field (records then follow the roles' row scopes)."""
-    name = str(form.get("name", "")).strip()
-    fname = str(form.get("field_name", "")).strip() or "name"
-    zh, en = str(form.get("label_zh", "")).strip(), str(form.get("label_en", "")).strip()
-    fzh, fen = str(form.get("field_label_zh", "")).strip(), str(form.get("field_label_en", "")).strip()
-    if not (zh and en and fzh and fen):
-        raise OpRefused(["a Chinese and an English label are required, for the entity and for its first field"])
-    owned = _flag(form, "owned")
-    if owned and fname == "owner":
-        raise OpRefused(["'owner' is the owner field of the new entity; give the first field another name"])
-    length = str(form.get("field_length", "")).strip()
-    first = field_spec("string", fzh, fen, required=True,
-                       length=(int(length) if length.isdigit() else length) or None)
-    spec: dict[str, Any] = {"label": {"zh": zh, "en": en}, "fields": {fname: first}, "title": fname,
-                            "list": [fname], "search": [fname]}
-    menu = str(form.get("menu", "")).strip()
-    if menu:
-        spec["menu"] = menu
-    if owned:
-        spec["fields"]["owner"] = copy.deepcopy(OWNER_FIELD)
-        spec["list"].append("owner")
-        spec["filters"] = ["owner"]
-    return {"op": "add_entity", "name": name, "spec": spec}
-
-
-# -- what the screens and GET /api/v1/schema/ list -----------------------------------------------------
-
-def entity_rows(registry, overlay: Overlay) -> list[dict]:
-    """Every entity with its fields: where each is declared, whether admins may change it, placement."""
-    out = []
-    for e in registry.entities:
-        custom = overlay.entity(e.name)
-        own = set((custom.spec.get("fields") or {}) if custom else ())
-        fields = []
-        for f, active in [(f, True) for f in e.user_fields if f.name != "department"] + [(f, False) for f in e.retired]:
-            origin = "field" if overlay.field(e.name, f.name) else "entity" if f.name in own else "yaml"
-            fields.append({
-                "name": f.name, "type": f.type, "label": {"zh": f.label.zh, "en": f.label.en},
-                "required": f.required, "active": active, "custom": origin != "yaml", "origin": origin,
-                "source": f.source.path if f.source else None,
-                "list": f.name in e.list_fields, "search": f.name in e.search_fields,
-                "filters": f.name in e.filter_fields,
-            })
-        out.append({"name": e.name, "label": {"zh": e.label.zh, "en": e.label.en}, "menu": e.menu,
-                    "custom": custom is not None, "fields": fields})
-    return out
-
-
-def overlay_dict(overlay: Overlay) -> dict:
-    return {"fields": [{"entity": f.entity, "name": f.name, "field": f.spec, "active": f.active,
-                        **{k: getattr(f, k) for k in PLACEMENTS}} for f in overlay.fields],
-            "entities": [{"name": e.name, "spec": e.spec} for e in overlay.entities]}

@@ -26,6 +26,7 @@ from crm_meta.db.plan import Change, Plan
 from crm_meta.errors import MigrationError, SchemaErrors
 from crm_meta.metadata.model import Label
 from crm_meta.services import audit
+from crm_meta.services import schema_forms as forms
 from crm_meta.services import schema_ops as ops
 from crm_meta.web import context
 from crm_meta.web.audit_views import SECURITY_CATEGORY
@@ -116,7 +117,7 @@ def _entity_or_404(name: str) -> dict:
     b = context.build()
     if name not in {e.name for e in b.registry.entities}:
         abort(404)
-    return next(r for r in ops.entity_rows(b.registry, service().overlay()) if r["name"] == name)
+    return next(r for r in forms.entity_rows(b.registry, service().overlay()) if r["name"] == name)
 
 
 def _field_values(row: dict | None, spec: dict | None = None, form=None) -> dict:
@@ -172,7 +173,8 @@ class SchemaAdminView(BaseView):
     @expose("/")
     @has_access
     def index(self):
-        return self._render("crm/schema_index.html", rows=ops.entity_rows(context.build().registry, service().overlay()))
+        rows = forms.entity_rows(context.build().registry, service().overlay())
+        return self._render("crm/schema_index.html", rows=rows)
 
     def _entity_page(self, name: str, values: dict | None = None, errors: list[str] | None = None,
                      status: int = 200):
@@ -190,7 +192,7 @@ class SchemaAdminView(BaseView):
         _entity_or_404(name)
         page = lambda errors: self._entity_page(name, _field_values(None, form=request.form), errors, 400)  # noqa: E731
         try:
-            body = ops.field_body_from_form(request.form, entity=name)
+            body = forms.field_body_from_form(request.form, entity=name)
         except ops.OpRefused as exc:
             return page(exc.errors)
         return self._plan_page(body, url_for("SchemaAdminView.entity", name=name), form_page=page)
@@ -214,7 +216,7 @@ class SchemaAdminView(BaseView):
         if request.method == "GET":
             return page([], 200)
         try:
-            body = ops.field_body_from_form(request.form, entity=name, name=field, new=False)
+            body = forms.field_body_from_form(request.form, entity=name, name=field, new=False)
         except ops.OpRefused as exc:
             return page(exc.errors)
         return self._plan_page(body, url_for("SchemaAdminView.entity", name=name), form_page=page)
@@ -243,7 +245,7 @@ class SchemaAdminView(BaseView):
         if request.method == "GET":
             return page([], 200)
         try:
-            body = ops.entity_body_from_form(request.form)
+            body = forms.entity_body_from_form(request.form)
         except ops.OpRefused as exc:
             return page(exc.errors)
         return self._plan_page(body, url_for("SchemaAdminView.index"), form_page=page)

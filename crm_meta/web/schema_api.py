@@ -12,6 +12,7 @@ from flask_appbuilder.api import BaseApi, safe
 from flask_appbuilder.security.decorators import permission_name, protect
 
 from crm_meta.errors import MigrationError, SchemaErrors
+from crm_meta.services import schema_forms as forms
 from crm_meta.services import schema_ops as ops
 from crm_meta.web import context
 from crm_meta.web.schema_admin import METHODS, PERMISSION, PERMISSIONS, apply_op, error_lines, plan_op, service
@@ -106,8 +107,8 @@ class SchemaApi(BearerFirstApi, BaseApi):
         overlay = svc.overlay()
         with svc.engine.connect() as conn:
             gen = generation(conn)
-        return self.response(200, generation=gen, overlay=ops.overlay_dict(overlay), types=list(ops.TYPES),
-                             entities=ops.entity_rows(context.build().registry, overlay))
+        return self.response(200, generation=gen, overlay=forms.overlay_dict(overlay), types=list(ops.TYPES),
+                             entities=forms.entity_rows(context.build().registry, overlay))
 
     @expose("/plan", methods=["POST"])
     @protect()

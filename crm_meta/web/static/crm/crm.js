@@ -70,3 +70,14 @@ $(function () {
         });
     });
 });
+
+// Date fields (FAB's bootstrap-datepicker 1.10 on the .appbuilder_date wrapper): the picker learns a
+// typed date on keyup only, and when the field loses focus it writes back the date it knows
+// (forceParse) — so a date that arrived without a keyup (pasted, autofilled, from an input method,
+// Playwright's fill) was wiped on the way to the submit button. Tell the picker on every input event.
+$(function () {
+    $(document).on("input", ".appbuilder_date input, .appbuilder_datetime input", function () {
+        var picker = $(this).closest(".appbuilder_date, .appbuilder_datetime");
+        if (picker.data("datepicker")) { picker.datepicker("update"); }
+    });
+});
