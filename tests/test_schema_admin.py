@@ -306,7 +306,7 @@ def test_bad_input_gives_a_clear_message_and_changes_nothing(app, client, api):
         ({**PROJECT, "name": "order"}, "is an SQL keyword"),
         ({**PROJECT, "name": "crm_project"}, "reserved for system tables"),
         ({**PROJECT, "name": "customer"}, "already an entity"),
-        ({**PROJECT, "name": "schema"}, "already used by the CRM"),
+        ({**PROJECT, "name": "schema"}, "reserved for the engine's own URLs"),
         ({"op": "drop_everything"}, "'op' must be one of"),
     ]
     for body, message in cases:

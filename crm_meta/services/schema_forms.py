@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
-from crm_meta.metadata.fieldtypes import FIELD_TYPES
+from crm_meta.metadata.fieldtypes import field_types_of
 from crm_meta.schema.overlay import PLACEMENTS, Overlay, field_spec
 from crm_meta.services.schema_ops import OpRefused
 
@@ -34,7 +34,8 @@ def _default(kind: str, text: str) -> Any:
     return text
 
 
-def field_body_from_form(form: Mapping, *, entity: str, name: str | None = None, new: bool = True) -> dict:
+def field_body_from_form(form: Mapping, *, entity: str, name: str | None = None, new: bool = True,
+                         types=None) -> dict:
     """The add_field / update_field body for a submitted field form (update: every key the form covers,
     None where blank, so that clearing an input removes the key)."""
     name = name if name is not None else str(form.get("name", "")).strip()
@@ -42,7 +43,8 @@ def field_body_from_form(form: Mapping, *, entity: str, name: str | None = None,
     zh, en = str(form.get("label_zh", "")).strip(), str(form.get("label_en", "")).strip()
     if not zh or not en:
         raise OpRefused(["a Chinese and an English label are required"])
-    keys = FIELD_TYPES[kind].keys if kind in FIELD_TYPES else frozenset()
+    types = field_types_of(types)  # the app's types (plugins add some)
+    keys = types.get(kind).keys if kind in types else frozenset()
     text = {k: str(form.get(k, "")).strip() for k in ("default", "dictionary", "target", "length", "pattern",
                                                       "format")}
     length = text["length"]

@@ -24,14 +24,14 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from crm_meta.errors import CrmError
-from crm_meta.metadata.fieldtypes import FIELD_TYPES
+from crm_meta.metadata.fieldtypes import FIELD_TYPES, field_types_of
 from crm_meta.metadata.model import RESERVED_FIELD_NAMES
 from crm_meta.schema.overlay import PLACEMENTS, CustomEntity, CustomField, Overlay
 from crm_meta.schema.reserved import reserved_reason
 from crm_meta.schema.structure import IDENTIFIER
 
 OPS = ("add_field", "update_field", "delete_field", "add_entity", "delete_entity")
-TYPES = tuple(FIELD_TYPES)
+TYPES = tuple(FIELD_TYPES)  # the built-in ones; an app's own: registry.field_types (plugins add types)
 DICTIONARY_TYPES = ("enum", "multi_enum", "tags")
 KEYS = {"add_field": {"entity", "name", "field", *PLACEMENTS}, "update_field": {"entity", "name", "field", *PLACEMENTS},
         "delete_field": {"entity", "name"}, "add_entity": {"name", "spec"}, "delete_entity": {"name"}}
@@ -108,6 +108,7 @@ def _field_op(kind: str, body: Mapping, registry, overlay: Overlay) -> Op:
     if not isinstance(ename, str) or ename not in {e.name for e in registry.entities}:
         raise OpRefused([f"unknown entity {ename!r}" if ename else "'entity' is required"])
     entity = registry.entity(ename)
+    types = field_types_of(getattr(registry, "field_types", None))
     spec = body.get("field")
     if spec is not None and not isinstance(spec, Mapping):
         raise OpRefused(["'field' must be a mapping of the field's keys (type, label, …)"])
@@ -122,8 +123,8 @@ def _field_op(kind: str, body: Mapping, registry, overlay: Overlay) -> Op:
             raise OpRefused([f"entity '{ename}' already has a field '{fname}'; choose another name"])
         if spec is None:
             raise OpRefused(["'field' is required: the field's type, label and options"])
-        if spec.get("type") not in FIELD_TYPES:
-            raise OpRefused([f"the field type must be one of {', '.join(TYPES)}"])
+        if spec.get("type") not in types:
+            raise OpRefused([f"the field type must be one of {', '.join(types.names)}"])
         spec = copy.deepcopy(dict(spec))
         new = CustomField(ename, fname, spec, **{k: placements.get(k, False) for k in PLACEMENTS})
 
@@ -139,11 +140,11 @@ def _field_op(kind: str, body: Mapping, registry, overlay: Overlay) -> Op:
     if spec is None and not placements:
         raise OpRefused(["nothing to change: send 'field' (keys to change) and/or list, search, filters"])
     patch = copy.deepcopy(dict(spec or {}))
-    if patch.get("type") is not None and patch["type"] not in FIELD_TYPES:
-        raise OpRefused([f"the field type must be one of {', '.join(TYPES)}"])
+    if patch.get("type") is not None and patch["type"] not in types:
+        raise OpRefused([f"the field type must be one of {', '.join(types.names)}"])
     defaults = _own_placements(entity, overlay, ename)
     return Op(kind, ename, fname, {**clean, **({"field": patch} if spec is not None else {}), **placements},
-              _update_field(ename, fname, where, patch, placements, defaults), tables)
+              _update_field(ename, fname, where, patch, placements, defaults, types), tables)
 
 
 def _editable(ename: str, fname: Any, entity, overlay: Overlay) -> str:
@@ -161,7 +162,7 @@ def _editable(ename: str, fname: Any, entity, overlay: Overlay) -> str:
     raise OpRefused([f"entity '{ename}' has no field {fname!r}"])
 
 
-def patched(spec: Mapping, patch: Mapping) -> dict:
+def patched(spec: Mapping, patch: Mapping, types=None) -> dict:
     """``spec`` with ``patch`` applied: given keys replace (a label mapping merges), None removes a key.
     A new type drops the old keys it does not take (unless the patch sets them); ``active: true`` is the
     default and is left out."""
@@ -176,8 +177,9 @@ def patched(spec: Mapping, patch: Mapping) -> dict:
     if new.get("active") is True:
         del new["active"]
     kind = patch.get("type")
-    if kind in FIELD_TYPES and kind != spec.get("type"):
-        for key in [k for k in new if k not in FIELD_TYPES[kind].keys and k not in patch]:
+    types = field_types_of(types)
+    if kind in types and kind != spec.get("type"):
+        for key in [k for k in new if k not in types.get(kind).keys and k not in patch]:
             del new[key]
     return new
 
@@ -191,18 +193,18 @@ def _own_placements(entity, overlay: Overlay, ename: str) -> dict[str, list[str]
 
 
 def _update_field(ename: str, fname: str, where: str, patch: dict, placements: dict,
-                  defaults: dict[str, list[str]]) -> Callable[[Overlay], Overlay]:
+                  defaults: dict[str, list[str]], types=None) -> Callable[[Overlay], Overlay]:
     def change(o: Overlay) -> Overlay:
         if where == "field":
             f = o.field(ename, fname)
             if f is None:
                 raise OpRefused([f"entity '{ename}' has no custom field '{fname}' (any more)"])
-            return o.with_field(replace(f, spec=patched(f.spec, patch), **placements))
+            return o.with_field(replace(f, spec=patched(f.spec, patch, types), **placements))
         custom = o.entity(ename)
         if custom is None or fname not in (custom.spec.get("fields") or {}):
             raise OpRefused([f"entity '{ename}' has no field '{fname}' (any more)"])
         spec = copy.deepcopy(custom.spec)
-        spec["fields"][fname] = patched(spec["fields"][fname], patch)
+        spec["fields"][fname] = patched(spec["fields"][fname], patch, types)
         for key, on in placements.items():
             names = [n for n in (spec.get(key) or defaults[key]) if n != fname]
             spec[key] = names + [fname] if on else names

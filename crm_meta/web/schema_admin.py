@@ -52,7 +52,8 @@ def service():
 
     b = context.build()
     paths = schema_paths(current_app.config) + [str(p) for p in b.models.plugins.schema_paths()]
-    return SchemaChanges(b.db.engine, paths, User, Path(current_app.instance_path) / "backups")
+    return SchemaChanges(b.db.engine, paths, User, Path(current_app.instance_path) / "backups",
+                         field_types=b.models.plugins.field_types())
 
 
 def taken_names() -> set[str]:
@@ -141,7 +142,7 @@ def _field_values(row: dict | None, spec: dict | None = None, form=None) -> dict
 
 def _choices() -> dict:
     reg, lang = context.build().registry, current_lang()
-    return {"types": ops.TYPES, "dictionaries": [(d.name, d.label.get(lang)) for d in reg.dictionaries],
+    return {"types": reg.field_types.names if reg.field_types else ops.TYPES, "dictionaries": [(d.name, d.label.get(lang)) for d in reg.dictionaries],
             "entities": [(e.name, e.label.get(lang)) for e in reg.entities],
             "menus": [(m.name, m.label.get(lang)) for m in reg.menus]}
 
@@ -192,7 +193,7 @@ class SchemaAdminView(BaseView):
         _entity_or_404(name)
         page = lambda errors: self._entity_page(name, _field_values(None, form=request.form), errors, 400)  # noqa: E731
         try:
-            body = forms.field_body_from_form(request.form, entity=name)
+            body = forms.field_body_from_form(request.form, entity=name, types=context.build().registry.field_types)
         except ops.OpRefused as exc:
             return page(exc.errors)
         return self._plan_page(body, url_for("SchemaAdminView.entity", name=name), form_page=page)
@@ -216,7 +217,8 @@ class SchemaAdminView(BaseView):
         if request.method == "GET":
             return page([], 200)
         try:
-            body = forms.field_body_from_form(request.form, entity=name, name=field, new=False)
+            body = forms.field_body_from_form(request.form, entity=name, name=field, new=False,
+                                                  types=context.build().registry.field_types)
         except ops.OpRefused as exc:
             return page(exc.errors)
         return self._plan_page(body, url_for("SchemaAdminView.entity", name=name), form_page=page)

@@ -107,7 +107,7 @@ class SchemaApi(BearerFirstApi, BaseApi):
         overlay = svc.overlay()
         with svc.engine.connect() as conn:
             gen = generation(conn)
-        return self.response(200, generation=gen, overlay=forms.overlay_dict(overlay), types=list(ops.TYPES),
+        return self.response(200, generation=gen, overlay=forms.overlay_dict(overlay), types=list(context.build().registry.field_types.names if context.build().registry.field_types else ops.TYPES),
                              entities=forms.entity_rows(context.build().registry, overlay))
 
     @expose("/plan", methods=["POST"])
