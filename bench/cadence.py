@@ -6,14 +6,15 @@ For SQLite and/or PostgreSQL (a throwaway server from tests/pgserver.py) this sc
 
 1. builds the app and loads ``--customers`` customers as bench/process.py does (grades A/B/C/none
    3:4:2:1), then one follow-up for every second customer (INSERT … SELECT) and ANALYZE;
-2. runs ``followups.backfill`` once (set-based) so that every due date is what the hooks give;
-3. **remind**: ``flask crm remind`` through the CLI runner, 5 times, and
+2. **remind**: ``flask crm remind --no-notify`` through the CLI runner, 5 times, and
    ``followups.apply_cadence_changes`` alone when nothing changed (what remind now runs first);
-4. **recompute**: grade A's ``cadence_days`` 7 → 5, then ``recompute_cadence(grade="A")`` + commit
-   (what the data-dictionary screen would run), again with nothing left to change, then every grade;
-   ``crm remind`` right after a change (it applies it);
-5. **backfill**: the set-based one against the row-by-row one of the previous release
-   (``git show HEAD:crm_meta/services/followups.py``), on the same rows.
+3. **recompute**: grade A's ``cadence_days`` 7 → 5, then ``recompute_cadence(grade="A")`` + commit
+   (what the data-dictionary screen would run; the loaded due dates are random, so every A row
+   changes), again with nothing left to change, then every grade; then A back to 7 and
+   ``crm remind``, which applies it;
+4. **backfill**: last/next follow-up and the late flags cleared, then the set-based backfill and
+   the row-by-row one of the previous release (``followups.py`` before the commit that removed its ``_bulk``),
+   each from that same state (rolled back after), after VACUUM ANALYZE / ANALYZE.
 
     .venv/bin/python bench/cadence.py                   # 1,000,000 customers, both DBs
     .venv/bin/python bench/cadence.py --quick           # 20,000 customers
@@ -45,11 +46,17 @@ REPEAT = 5
 
 
 def old_followups():
-    """The previous release's followups module (row-by-row backfill), or None outside git."""
+    """The followups module of the last commit with the row-by-row backfill (the parent of the commit
+    that removed its ``_bulk`` helper), or None outside git."""
+    path = "crm_meta/services/followups.py"
     try:
-        src = subprocess.run(["git", "show", "HEAD:crm_meta/services/followups.py"], cwd=_common.ROOT,
-                             capture_output=True, text=True, check=True).stdout
+        git = lambda *a: subprocess.run(["git", *a], cwd=_common.ROOT, capture_output=True, text=True,  # noqa: E731
+                                        check=True).stdout.strip()
+        removed = git("log", "-1", "--format=%H", "-S", "def _bulk(session", "--", path)
+        src = git("show", f"{removed}^:{path}" if removed else f"HEAD:{path}")
     except (OSError, subprocess.CalledProcessError):
+        return None
+    if "def _bulk(session" not in src:
         return None
     work = Path(tempfile.mkdtemp(prefix="crm-bench-oldfollowups-")) / "old_followups.py"
     work.write_text(src, encoding="utf-8")
@@ -90,8 +97,15 @@ def load(app, people, customers: int) -> dict:
     return out
 
 
+def vacuum(engine) -> None:
+    """Fresh statistics (and, on PostgreSQL, no dead rows) before a measurement."""
+    from sqlalchemy import text
+
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE"))
+
+
 def bench_backend(backend: str, url: str, args, work: Path) -> dict:
-    from click.testing import CliRunner  # noqa: F401  (the app's runner is used)
     from sqlalchemy import text
 
     from crm_meta.services import clock, followups
@@ -105,25 +119,22 @@ def bench_backend(backend: str, url: str, args, work: Path) -> dict:
     out["load"] = load(app, people, args.customers)
     b = app.extensions["crm"]
     engine = policybench.engine_of(app)
+    with engine.connect() as conn:
+        out["grades"] = {str(k): v for k, v in conn.execute(text(
+            "SELECT coalesce(grade, '-'), count(*) FROM customer GROUP BY grade")).all()}
     with clock.frozen(processbench.NOW, stamps=False):
+        # 1. remind on bench/process.py's data: the cadence check first costs two small SELECTs
+        processbench.timed_cli(app, ["crm", "remind", "--no-notify"])  # the first run records the cadences
         with app.app_context():
             s = b.db.session
-            out["backfill_new_s"], counts = timed(lambda: followups.backfill(s, b.models))
-            s.commit()
-            out["backfill_counts"] = counts
-            print(f"[{backend}] backfill (set-based): {out['backfill_new_s']:.2f}s {counts}", flush=True)
-            with engine.connect() as conn:
-                out["grades"] = dict(conn.execute(text(
-                    "SELECT coalesce(grade, '-'), count(*) FROM customer GROUP BY grade")).all())
-
-            # remind in the steady state: the cadence check is two small SELECTs
             check = [timed(lambda: followups.apply_cadence_changes(s, b.models))[0] for _ in range(REPEAT)]
             s.commit()
         remind = [processbench.timed_cli(app, ["crm", "remind", "--no-notify"])[0] for _ in range(REPEAT)]
         out["steady"] = {"apply_cadence_changes_s": check, "remind_s": remind}
-        print(f"[{backend}] steady: cadence check median {statistics.median(check) * 1000:.2f} ms; crm remind median "
-              f"{statistics.median(remind):.3f}s", flush=True)
+        print(f"[{backend}] steady: cadence check median {statistics.median(check) * 1000:.2f} ms; crm remind "
+              f"median {statistics.median(remind):.3f}s", flush=True)
 
+        # 2. an admin changes grade A's cadence
         with app.app_context():
             s = b.db.session
             items = b.models.system["dict_item"]
@@ -131,31 +142,38 @@ def bench_backend(backend: str, url: str, args, work: Path) -> dict:
             def set_a(days):
                 s.execute(items.update().where(items.c.dictionary == "grade", items.c.code == "A")
                           .values(attrs={"cadence_days": days, "color": "#c0392b"}))
+                s.commit()
 
+            vacuum(engine)
             set_a(5)
             t_a, n_a = timed(lambda: (followups.recompute_cadence(s, b.models, "A"), s.commit())[0])
             t_same, n_same = timed(lambda: (followups.recompute_cadence(s, b.models, "A"), s.commit())[0])
             t_all, n_all = timed(lambda: (followups.recompute_cadence(s, b.models), s.commit())[0])
             set_a(7)
-            s.commit()
+        vacuum(engine)
         t_remind_change, output = processbench.timed_cli(app, ["crm", "remind", "--no-notify"])
         out["recompute"] = {"grade_A_s": t_a, "grade_A_rows": n_a, "grade_A_again_s": t_same,
                             "grade_A_again_rows": n_same, "all_grades_s": t_all, "all_grades_rows": n_all,
                             "remind_after_change_s": t_remind_change, "remind_after_change_output": output.strip()}
         print(f"[{backend}] recompute A (7→5): {t_a:.2f}s, {n_a:,} rows; again: {t_same:.2f}s, {n_same} rows; "
-              f"all grades: {t_all:.2f}s, {n_all} rows; crm remind after a change back: {t_remind_change:.2f}s",
-              flush=True)
+              f"all grades: {t_all:.2f}s, {n_all} rows; crm remind applying A 5→7: {t_remind_change:.2f}s "
+              f"({output.strip().splitlines()[0]})", flush=True)
 
+        # 3. backfill from the same state (last/next/late cleared), row by row vs set-based
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE customer SET next_follow_up_at = NULL, last_follow_up_at = NULL"))
+            conn.execute(text("UPDATE follow_up SET late = NULL"))
         old = None if args.no_old_backfill else old_followups()
-        if old is not None:
+        runs = [("set-based", followups)] + ([("row by row", old)] if old is not None else [])
+        out["backfill"] = {}
+        for name, module in runs:
+            vacuum(engine)
             with app.app_context():
                 s = b.db.session
-                out["backfill_old_s"], _ = timed(lambda: old.backfill(s, b.models))
+                elapsed, counts = timed(lambda: module.backfill(s, b.models))
                 s.rollback()
-                out["backfill_new_again_s"], _ = timed(lambda: followups.backfill(s, b.models))
-                s.rollback()
-            print(f"[{backend}] backfill: row by row {out['backfill_old_s']:.2f}s, set-based "
-                  f"{out['backfill_new_again_s']:.2f}s", flush=True)
+            out["backfill"][name] = {"s": elapsed, "counts": counts}
+            print(f"[{backend}] backfill {name}: {elapsed:.2f}s {counts}", flush=True)
     with app.app_context():
         b.db.session.remove()
         b.db.engine.dispose()

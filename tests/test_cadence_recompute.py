@@ -154,10 +154,29 @@ def test_admin_edit_and_recompute_commit_or_roll_back_together(make_app):
         dictionary_admin.edit_item(s, b.models.system, b.registry, Actor(crm.admin), "grade", "A",
                                    {"attrs": {"cadence_days": 2, "color": "#c0392b"}})
         loaded = s.get(b.models.model("customer"), a)
-        assert followups.recompute_cadence(s, b.models, "A") == 1
+        # the generic call after any dictionary change: nothing recorded yet, so A is compared with
+        # its declared cadence (7) and recomputed
+        assert followups.apply_cadence_changes(s, b.models) == (["A"], 1)
         assert loaded.next_follow_up_at == date(2026, 3, 4)  # loaded objects see the new date
         s.commit()
+        dictionary_admin.edit_item(s, b.models.system, b.registry, Actor(crm.admin), "grade", "B",
+                                   {"label": {"zh": "B级客户", "en": "B"}})
+        assert followups.apply_cadence_changes(s, b.models) == ([], 0)  # no cadence changed: no UPDATE
+        s.commit()
     assert crm.row("customer", a)["next_follow_up_at"] == date(2026, 3, 4)
+
+
+def test_a_cadence_changed_before_anything_was_recorded_counts_at_the_first_remind(make_app):
+    app = make_app()
+    crm = Crm(app)
+    with clock.frozen(datetime(2026, 3, 1, 8, 0)):
+        a1 = crm.customer("甲一", "A")  # 3-8
+        crm.customer("乙一", "B")
+    set_cadence(app, "A", 2)  # e.g. edited before the upgrade that records applied cadences
+    with clock.frozen(datetime(2026, 3, 3, 7, 0)):
+        out = app.test_cli_runner().invoke(args=["crm", "remind"]).output
+    assert "Cadence of A applied: 1 due date(s) recomputed" in out and "0 due today, 0 overdue" not in out, out
+    assert crm.row("customer", a1)["next_follow_up_at"] == date(2026, 3, 3)
 
 
 def test_remind_applies_cadence_changes_not_applied_yet_once(make_app):

@@ -25,6 +25,7 @@ Framework-free: a SQLAlchemy session and the ModelSet; the time comes from ``clo
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -416,7 +417,8 @@ def recompute_cadence(session: Session, models: ModelSet, grade: str | None = No
         else:
             stmt = update(t).where(t.c[GRADE] == code, t.c[NEXT].is_not(None)).values(unstamped(t, {NEXT: None}))
         changed += session.execute(stmt).rowcount or 0
-    applied = _applied_cadences(session, models) or {}
+    applied = _applied_cadences(session, models)
+    applied = dict(cadence) if applied is None else applied  # nothing recorded yet: the rest counts as applied
     for code in grades:
         applied.pop(code, None)
         if code in cadence:
@@ -432,8 +434,6 @@ def _applied_cadences(session: Session, models: ModelSet) -> dict[str, float] | 
     raw = session.execute(select(state.c.value).where(state.c.key == CADENCE_STATE)).scalar()
     if raw is None:
         return None
-    import json
-
     try:
         value = json.loads(raw)
     except ValueError:
@@ -442,8 +442,6 @@ def _applied_cadences(session: Session, models: ModelSet) -> dict[str, float] | 
 
 
 def _store_applied(session: Session, models: ModelSet, cadence: dict[str, float]) -> None:
-    import json
-
     state = models.system["state"]
     value = json.dumps(dict(sorted(cadence.items())))
     if not session.execute(state.update().where(state.c.key == CADENCE_STATE).values(value=value)).rowcount:
@@ -451,21 +449,32 @@ def _store_applied(session: Session, models: ModelSet, cadence: dict[str, float]
         session.execute(insert.values(key=CADENCE_STATE, value=value))
 
 
+def _declared_cadences(models: ModelSet) -> dict[str, float]:
+    """grade code → ``cadence_days`` as the dictionary files declare them (before admin edits)."""
+    dictionary = grade_dictionary(models)
+    if dictionary is None or not models.registry.has_dictionary(dictionary):
+        return {}
+    declared = {i.code: positive(i.attrs.get(CADENCE_ATTR)) for i in models.registry.dictionary(dictionary).items}
+    return {code: days for code, days in declared.items() if days is not None}
+
+
 def apply_cadence_changes(session: Session, models: ModelSet) -> tuple[list[str], int]:
-    """Recompute the due dates of the grades whose cadence differs from the one last applied: what
-    ``crm remind`` and the reminder job run first, so that a cadence changed in any way (the
-    data-dictionary screen, the YAML sync at start-up, SQL) counts before the day's reminders. Two
-    small SELECTs when nothing changed. The first time (nothing recorded yet) the current cadences
-    are recorded as applied — the stored dates came from the record hooks — without rewriting any
-    row. Returns (grades recomputed, customers whose due date changed). No commit."""
+    """Recompute the due dates of the grades whose cadence differs from the one last applied (as
+    recorded in ``crm_schema_state``; before anything was recorded: as the dictionary files declare
+    it). ``crm remind`` and the reminder job run it first, so that a cadence changed in any way (the
+    data-dictionary screen, the YAML sync at start-up, SQL) counts before the day's reminders; the
+    data-dictionary service may run it after each change. Two small SELECTs when nothing changed.
+    Returns (grades recomputed, customers whose due date changed). No commit."""
     if grade_dictionary(models) is None:
         return [], 0
-    applied = _applied_cadences(session, models)
-    if applied is None:
-        _store_applied(session, models, cadences(session, models))
-        return [], 0
+    recorded = _applied_cadences(session, models)
+    applied = _declared_cadences(models) if recorded is None else recorded
     current = cadences(session, models)
     grades = sorted(g for g in set(applied) | set(current) if applied.get(g) != current.get(g))
+    if not grades:
+        if recorded is None:
+            _store_applied(session, models, current)
+        return [], 0
     return grades, sum(recompute_cadence(session, models, g) for g in grades)
 
 
