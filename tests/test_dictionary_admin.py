@@ -128,8 +128,9 @@ def test_edited_cadence_days_are_used(app, client, api):
                     attrs='{"cadence_days": 3, "color": "#c0392b"}', active="y")
         assert resp.status_code == 302, resp.get_data(as_text=True)
         after = crm.customer("乙", "A")
-        assert crm.row("customer", before)["next_follow_up_at"] == date(2026, 3, 9)
-        assert crm.row("customer", after)["next_follow_up_at"] == date(2026, 3, 5)  # the new cadence at once
+        # The grade's existing customers are recomputed at once (3 days instead of 7), new ones use it too.
+        assert crm.row("customer", before)["next_follow_up_at"] == date(2026, 3, 5)
+        assert crm.row("customer", after)["next_follow_up_at"] == date(2026, 3, 5)
         resp = api.put("/api/v1/dictionaries/grade/items/B", json={"attrs": {"cadence_days": 1}})
         assert resp.status_code == 200 and resp.json["result"]["attrs"] == {"cadence_days": 1}
         assert resp.json["result"]["label"] == {"zh": "B级", "en": "B"}  # keys not sent: unchanged

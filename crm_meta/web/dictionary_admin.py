@@ -39,6 +39,11 @@ def _write(change: Callable[[Any, Any, Any, Any, str], Any]) -> Any:
     b, session = context.build(), context.session()
     try:
         result = change(session, b.models.system, b.registry, context.actor(), current_lang())
+        from crm_meta.services import followups
+
+        # A grade's new cadence days move its customers' next follow-up dates, in the same transaction
+        # (one UPDATE per changed grade; nothing when no cadence changed).
+        followups.apply_cadence_changes(session, b.models)
         session.commit()
     except BaseException:
         session.rollback()
