@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask_appbuilder.models.sqla.interface import SQLAInterface
-from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy import literal_column, or_
 
+from crm_meta.services import counting
 from crm_meta.services.records import COUNT_CAP
 from crm_meta.web import context
 
@@ -66,16 +67,16 @@ class EntityInterface(SQLAInterface):
         parts = context.policy().count_parts(self.entity_name, self.obj) if self.entity_name else None
         if parts:  # disjoint parts of the row scope, each counted up to the cap, in one statement
             counted = self.apply_filters(ones, filters).order_by(None)
-            subqueries = [select(func.count()).select_from(counted.filter(p).limit(COUNT_CAP + 1).subquery())
-                          .scalar_subquery() for p in parts]
-            total = subqueries[0]
-            for sub in subqueries[1:]:
-                total = total + sub
-            count = min(self.session.execute(select(total)).scalar_one(), COUNT_CAP)
+            selects = [counted.filter(p) for p in parts]
         else:
-            counted = self.apply_filters(self.scoped(ones), filters).order_by(None)
-            inner = counted.limit(COUNT_CAP + 1).subquery()
-            count = min(self.session.execute(select(func.count()).select_from(inner)).scalar_one(), COUNT_CAP)
+            selects = [self.apply_filters(self.scoped(ones), filters).order_by(None)]
+        # An `own` scope is about one person's records: counted exactly, no planner round trip first.
+        wide = bool(parts) or context.policy().access(self.entity_name).scope in ("all", None) \
+            if self.entity_name else True
+        if wide and counting.above_cap(self.session, self.obj.__table__.name, selects, COUNT_CAP):
+            count = COUNT_CAP  # the planner is sure: "10,000+" without walking 10,001 rows
+        else:
+            count = counting.capped_count(self.session, selects, COUNT_CAP)
         query = self.apply_all(query, filters, order_column, order_direction, page, page_size,
                                select_columns, outer_default_load)
         return count, query.all()
