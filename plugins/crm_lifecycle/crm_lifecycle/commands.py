@@ -13,7 +13,10 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import model_store, pipeline
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # model_store and pipeline import scikit-learn and SciPy (~0.9 s): imported when a
+    from . import pipeline  # command runs, not each time the CRM starts
 from .errors import LifecycleError
 
 __all__ = ["lifecycle", "model_path"]
@@ -23,7 +26,9 @@ def model_path() -> Path:
     """Where this app keeps its model: ``CRM_LIFECYCLE_MODEL_PATH`` (config key or environment
     variable), else ``<instance>/crm_lifecycle/churn_model.pkl``."""
     configured = current_app.config.get("CRM_LIFECYCLE_MODEL_PATH") or os.environ.get("CRM_LIFECYCLE_MODEL_PATH")
-    return Path(configured) if configured else Path(current_app.instance_path) / "crm_lifecycle" / model_store.DEFAULT_NAME
+    from .model_store import DEFAULT_NAME
+
+    return Path(configured) if configured else Path(current_app.instance_path) / "crm_lifecycle" / DEFAULT_NAME
 
 
 def _run(task, units: int, label: str) -> pipeline.RunReport:
@@ -58,6 +63,8 @@ def lifecycle() -> None:
 @with_appcontext
 def train_command() -> None:
     """Train the churn model on churned vs. retained (won) customers and save it."""
+    from . import pipeline
+
     _echo_report(_run(pipeline.train, pipeline.TRAIN_UNITS, "训练 Training"))
 
 
@@ -65,6 +72,8 @@ def train_command() -> None:
 @with_appcontext
 def score_command() -> None:
     """Score every customer with the saved model: risk, reasons, stage, predicted value."""
+    from . import pipeline
+
     _echo_report(_run(pipeline.score, pipeline.SCORE_UNITS, "评分 Scoring"))
 
 
