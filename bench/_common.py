@@ -13,7 +13,8 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -135,3 +136,32 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
 
 if __name__ == "__main__":  # `make bench` runs every bench/*.py; this one is only a library
     pass
+
+
+@contextmanager
+def databases(spec: str, work: Path, prefix: str) -> Iterator[list[tuple[str, Callable[[str], str]]]]:
+    """``[(backend, new_url)]`` for ``spec`` ("sqlite,postgresql"): ``new_url(name)`` gives a fresh database —
+    a file under ``work`` for SQLite, a database on one throwaway PostgreSQL server (started on first use,
+    stopped on exit) — named ``<prefix>_<name>``."""
+    servers: list = []
+
+    def maker(backend: str) -> Callable[[str], str]:
+        if backend == "sqlite":
+            return lambda name: f"sqlite:///{work / f'{prefix}_{name}.db'}"
+        if backend == "postgresql":
+            def new_url(name: str) -> str:
+                if not servers:
+                    sys.path.insert(0, str(TESTS_DIR))
+                    from pgserver import PgServer
+
+                    servers.append(PgServer().start())
+                return servers[0].create_database(f"bench_{prefix}_{name}")
+            return new_url
+        raise SystemExit(f"unknown database {backend!r}")
+
+    chosen = [(b, maker(b)) for b in (x.strip() for x in spec.split(",")) if b]
+    try:
+        yield chosen
+    finally:
+        for server in servers:
+            server.stop()

@@ -190,23 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     args.customers = args.customers or (20_000 if args.quick else 1_000_000)
     results = []
     work = Path(tempfile.mkdtemp(prefix="crm-bench-cadence-"))
-    pg = None
     try:
-        for backend in [x.strip() for x in args.db.split(",") if x.strip()]:
-            if backend == "sqlite":
-                url = f"sqlite:///{work / 'cadence.db'}"
-            elif backend == "postgresql":
-                sys.path.insert(0, str(_common.TESTS_DIR))
-                from pgserver import PgServer
-
-                pg = PgServer().start()
-                url = pg.create_database("bench_cadence")
-            else:
-                raise SystemExit(f"unknown database {backend!r}")
-            results.append(bench_backend(backend, url, args, work))
+        with _common.databases(args.db, work, "cadence") as dbs:
+            for backend, new_url in dbs:
+                results.append(bench_backend(backend, new_url("main"), args, work))
     finally:
-        if pg is not None:
-            pg.stop()
         shutil.rmtree(work, ignore_errors=True)
     path = _common.write_results("cadence-quick" if args.quick else "cadence", {"args": vars(args),
                                                                                "results": results})

@@ -362,23 +362,11 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     work = Path(tempfile.mkdtemp(prefix="crm-bench-process-"))
-    pg = None
     try:
-        for backend in [b.strip() for b in args.db.split(",") if b.strip()]:
-            if backend == "sqlite":
-                url = f"sqlite:///{work / 'process.db'}"
-            elif backend == "postgresql":
-                sys.path.insert(0, str(_common.TESTS_DIR))
-                from pgserver import PgServer
-
-                pg = PgServer().start()
-                url = pg.create_database("bench_process")
-            else:
-                raise SystemExit(f"unknown database {backend!r}")
-            results.append(bench_backend(backend, url, args, work))
+        with _common.databases(args.db, work, "process") as dbs:
+            for backend, new_url in dbs:
+                results.append(bench_backend(backend, new_url("main"), args, work))
     finally:
-        if pg is not None:
-            pg.stop()
         shutil.rmtree(work, ignore_errors=True)
     report(results, args)
     path = _common.write_results("process-quick" if args.quick else "process", {

@@ -339,26 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     floor = bare_flask()
     results = []
     work = Path(tempfile.mkdtemp(prefix="crm-bench-schema-"))
-    pg = None
     try:
-        for backend in [b.strip() for b in args.db.split(",") if b.strip()]:
-            if backend == "sqlite":
-                def new_url(name: str) -> str:
-                    return f"sqlite:///{work / f'{name}.db'}"
-            elif backend == "postgresql":
-                sys.path.insert(0, str(_common.TESTS_DIR))
-                from pgserver import PgServer
-
-                pg = PgServer().start()
-
-                def new_url(name: str, pg=pg) -> str:
-                    return pg.create_database(f"bench_schema_{name}")
-            else:
-                raise SystemExit(f"unknown database {backend!r}")
-            results.append(bench_backend(backend, new_url, args, work))
+        with _common.databases(args.db, work, "schema") as dbs:
+            for backend, new_url in dbs:
+                results.append(bench_backend(backend, new_url, args, work))
     finally:
-        if pg is not None:
-            pg.stop()
         shutil.rmtree(work, ignore_errors=True)
     report(results, floor, args)
     path = _common.write_results("schema_change-quick" if args.quick else "schema_change", {

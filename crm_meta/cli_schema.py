@@ -30,7 +30,7 @@ def _service():
     import crm_meta.db.engine  # noqa: F401  (SQLite pragmas on every connection)
     from crm_meta.plugins import load_plugins
     from crm_meta.services.schema_changes import SchemaChanges
-    from crm_meta.settings import PROJECT_ROOT, configure, schema_paths
+    from crm_meta.settings import PROJECT_ROOT, configure
 
     if current_app:
         config, instance = current_app.config, Path(current_app.instance_path)
@@ -38,11 +38,8 @@ def _service():
         app = Flask("crm_meta.schema", instance_path=str(PROJECT_ROOT / "instance"))
         configure(app, None)
         config, instance = app.config, Path(app.instance_path)
-    plugins = load_plugins(config)
     engine = create_engine(config["SQLALCHEMY_DATABASE_URI"], **config.get("SQLALCHEMY_ENGINE_OPTIONS", {}))
-    paths = schema_paths(config) + [str(p) for p in plugins.schema_paths()]
-    return SchemaChanges(engine, paths, User, backup_dir=instance / "backups",
-                         field_types=plugins.field_types()), engine
+    return SchemaChanges.for_config(engine, config, load_plugins(config), instance, User), engine
 
 
 def _fail(exc: Exception) -> None:

@@ -63,10 +63,8 @@ class Overlay:
 
     # --- changing (each returns a new overlay) -----------------------------------------------------
     def with_field(self, f: CustomField) -> "Overlay":
-        rest = tuple(x for x in self.fields if (x.entity, x.name) != (f.entity, f.name))
-        old = self.field(f.entity, f.name)
-        if old is None:
-            return replace(self, fields=rest + (f,))
+        if self.field(f.entity, f.name) is None:
+            return replace(self, fields=self.fields + (f,))
         return replace(self, fields=tuple(f if (x.entity, x.name) == (f.entity, f.name) else x for x in self.fields))
 
     def without_field(self, entity: str, name: str) -> "Overlay":

@@ -15,16 +15,18 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import MetaData, create_engine, delete, inspect, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from crm_meta.db.plan import Plan
 from crm_meta.db.system import define_system_tables
-from crm_meta.errors import MigrationError, SchemaErrors  # noqa: F401
+from crm_meta.errors import MigrationError, SchemaErrors
 from crm_meta.schema.overlay import Overlay
+
+if TYPE_CHECKING:  # Alembic (under crm_meta.db.plan) is imported only when a plan is made, not at start-up
+    from crm_meta.db.plan import Plan
 
 _SYSTEM = define_system_tables(MetaData())
 OVERLAY = _SYSTEM["overlay"]
@@ -216,6 +218,15 @@ class SchemaChanges:
         self.backup_dir = backup_dir
         self.field_types = field_types  # the app's (Plugins.field_types()); None: the built-in types only
 
+    @classmethod
+    def for_config(cls, engine: Engine, config, plugins, instance_path, user_model) -> "SchemaChanges":
+        """The service as an app configured with ``config`` and ``plugins`` sees its dictionary: YAML under
+        CRM_SCHEMA_PATH plus the plugins' files and field types; backups under ``<instance>/backups``."""
+        from crm_meta.settings import schema_paths
+
+        paths = schema_paths(config) + [str(p) for p in plugins.schema_paths()]
+        return cls(engine, paths, user_model, Path(instance_path) / "backups", field_types=plugins.field_types())
+
     # registry and tables for an overlay
     def registry(self, overlay: Overlay):
         """Load YAML + ``overlay`` through the same checks as start-up (raises SchemaErrors)."""
@@ -255,7 +266,6 @@ class SchemaChanges:
         """
         from crm_meta.db import migrate
         from crm_meta.db.apply import execute
-        from crm_meta.services.dictionaries import sync_from_registry
 
         backup_path = None
         if allow_destructive:  # the backup is taken before the write lock, from a consistent copy
@@ -264,7 +274,7 @@ class SchemaChanges:
                 backup_path = backup(self.engine, self.backup_dir or Path("instance/backups"),
                                      sorted({c.table for c in preview.plan.changes}))
         with self.engine.connect() as conn:
-            _lock(conn)
+            write_lock(conn)
             try:
                 overlay = read_overlay(conn)
                 overlay = change(overlay) if change else overlay
@@ -276,14 +286,9 @@ class SchemaChanges:
                 execute(conn, models.metadata, plan, allow_destructive=allow_destructive, fail_after=fail_after)
                 if change is not None:
                     write_overlay(conn, overlay, user_id)
-                sync_from_registry(conn, models.system["dict_item"], registry)
+                gen = record_applied(conn, models)
                 if also is not None:  # more writes that must commit with the change (e.g. imported items)
                     also(conn, registry, models)
-                from crm_meta.services.schema_sync import system_digest
-
-                set_state(conn, DIGEST_KEY, f"{registry.digest}:{system_digest(models)}")
-                store_snapshot(conn, set(models.metadata.tables))
-                gen = bump_generation(conn)
                 conn.commit()
             except BaseException:
                 conn.rollback()
@@ -386,12 +391,43 @@ def upsert_admin_items(conn: Connection, table, items: dict[str, list[dict]]) ->
     return n
 
 
-def _lock(conn: Connection) -> None:
+def write_lock(conn: Connection) -> None:
+    """The database's write lock for a schema change, held until the transaction ends (PostgreSQL
+    advisory lock; SQLite BEGIN IMMEDIATE), so that workers starting at once migrate once."""
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOCK_ID})")
 
 
-def schema_errors_text(exc: SchemaErrors) -> str:
-    return exc.report()
+def system_digest(models) -> str:
+    """A short hash of the physical schema the code builds (tables, columns, indexes), so that a
+    release changing what a declaration turns into (a new system table, a new index) migrates on
+    the next start even though the dictionary itself did not change."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for table in sorted(models.metadata.tables.values(), key=lambda t: t.name):
+        h.update(f"T{table.name}\x00".encode())
+        for col in table.columns:
+            h.update(f"{col.name}:{col.type!r}:{col.nullable}\x00".encode())
+        for index in sorted(table.indexes, key=lambda i: i.name or ""):
+            h.update(f"I{index.name}:{','.join(c.name for c in index.columns)}\x00".encode())
+    return h.hexdigest()[:12]
+
+
+def applied_digest(models) -> str:
+    """What the stored ``schema_digest`` says once the tables match ``models``."""
+    return f"{models.registry.digest}:{system_digest(models)}"
+
+
+def record_applied(conn: Connection, models) -> int:
+    """The tables now match ``models``: refresh the dictionary items, store the digest and the snapshot
+    `crm schema drift` compares with, and bump the generation (running workers rebuild on their next
+    request). Returns the new generation."""
+    from crm_meta.services.dictionaries import sync_from_registry
+
+    sync_from_registry(conn, models.system["dict_item"], models.registry)
+    set_state(conn, DIGEST_KEY, applied_digest(models))
+    store_snapshot(conn, set(models.metadata.tables))
+    return bump_generation(conn)

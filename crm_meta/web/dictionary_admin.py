@@ -24,7 +24,7 @@ from crm_meta.services import dictionary_admin as svc
 from crm_meta.web import context
 from crm_meta.web.audit_views import SECURITY_CATEGORY
 from crm_meta.web.i18n import current_lang, lazy, t
-from crm_meta.web.security import BearerFirstApi
+from crm_meta.web.security import ScreenApi
 
 TITLE = Label("数据字典", "Data dictionary")
 PERMISSION = "dictionaries"
@@ -179,24 +179,28 @@ class DictionaryAdminView(BaseView):
         return redirect(url_for("DictionaryAdminView.show", name=name))
 
 
+ITEM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string", "pattern": svc.CODE.pattern, "description": "New items only; never changes"},
+        "label": {"type": "object", "properties": {"zh": {"type": "string"}, "en": {"type": "string"}}},
+        "order": {"type": "integer"},
+        "active": {"type": "boolean"},
+        "group": {"type": "string", "nullable": True},
+        "attrs": {"type": "object", "description": "e.g. a grade's cadence_days"},
+    },
+}
+
+
 # -- REST -----------------------------------------------------------------------------------------
 
-class DictionariesApi(BearerFirstApi, BaseApi):
+class DictionariesApi(ScreenApi, BaseApi):
     resource_name = "dictionaries"
     class_permission_name = PERMISSION
     method_permission_name = METHODS
     base_permissions = PERMISSIONS
+    component_schemas = {"DictionaryItem": ITEM_SCHEMA}
     openapi_spec_tag = "Dictionaries 数据字典"
-
-    def add_api_spec(self, api_spec) -> None:
-        """Documented only to callers who may use it (the document is built per request)."""
-        if self.appbuilder.sm.has_access("can_read", PERMISSION):
-            super().add_api_spec(api_spec)
-
-    def add_apispec_components(self, api_spec) -> None:
-        super().add_apispec_components(api_spec)
-        if "DictionaryItem" not in api_spec.components.schemas:
-            api_spec.components.schema("DictionaryItem", ITEM_SCHEMA)
 
     def _refused(self, exc: svc.DictionaryRefused):
         return self.response(exc.status, message=str(exc), errors=exc.problems)
@@ -206,11 +210,6 @@ class DictionariesApi(BearerFirstApi, BaseApi):
             return None, _write(change)
         except svc.DictionaryRefused as exc:
             return self._refused(exc), None
-
-    @staticmethod
-    def _body():
-        body = request.get_json(silent=True)
-        return body if isinstance(body, dict) else None
 
     @expose("/", methods=["GET"])
     @protect()
@@ -351,18 +350,6 @@ class DictionariesApi(BearerFirstApi, BaseApi):
         error, rows = self._change(lambda s, sy, r, a, lang: svc.reorder(s, sy, r, a, name, codes, lang))
         return error or self.response(200, result=rows)
 
-
-ITEM_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "code": {"type": "string", "pattern": svc.CODE.pattern, "description": "New items only; never changes"},
-        "label": {"type": "object", "properties": {"zh": {"type": "string"}, "en": {"type": "string"}}},
-        "order": {"type": "integer"},
-        "active": {"type": "boolean"},
-        "group": {"type": "string", "nullable": True},
-        "attrs": {"type": "object", "description": "e.g. a grade's cadence_days"},
-    },
-}
 
 
 def register_dictionary_admin(appbuilder: Any) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask, request
@@ -43,33 +44,40 @@ SECURITY_HEADERS = {
 }
 
 
-# Keys Flask-AppBuilder fills in during its own set-up: each rebuilt app sets them again itself.
-FAB_SET_KEYS = frozenset()
+@contextmanager
+def _gc_paused():
+    """The build allocates many long-lived objects (classes, tables, routes); the cyclic collector
+    scanning them over and over cost a quarter of start-up time (bench/startup.py)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """The CRM app; refuses to start (exit 1, every error printed) on an invalid data dictionary."""
-    # The build allocates many long-lived objects (classes, tables, routes); the cyclic collector
-    # scanning them over and over cost a quarter of start-up time (bench/startup.py).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_paused():
         app = _create_app(test_config)
-        settled = {k: v for k, v in app.config.items() if k not in FAB_SET_KEYS}
-        settled["INSTANCE_PATH"] = app.instance_path
+        settled = {**app.config, "INSTANCE_PATH": app.instance_path}
         from crm_meta.web.live import install
 
         # Each worker rebuilds the app from the same settings when an admin changes the dictionary.
-        install(app, lambda: _create_app(dict(settled)))
+        install(app, lambda: _rebuild(settled))
         if not app.config.get("TESTING"):
             # The build's long-lived objects move to the permanent generation: the first full
             # collections after start-up no longer scan ~700,000 objects (0.4–1.5 s pauses seen in
             # bench/policy.py). Not in tests, which build many apps in one process.
             gc.freeze()
         return app
-    finally:
-        if was_enabled:
-            gc.enable()
+
+
+def _rebuild(settled: dict) -> Flask:
+    """A new app for the current dictionary (crm_meta.web.live swaps it in)."""
+    with _gc_paused():
+        return _create_app(dict(settled))
 
 
 def _create_app(test_config: dict | None) -> Flask:

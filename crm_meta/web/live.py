@@ -10,7 +10,6 @@ still saves after it.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sqlite3
@@ -36,19 +35,23 @@ class LiveApp:
 
     def __init__(self, root: Flask, engine: Engine, build: Callable[[], Flask]):
         self.root = root
-        self.engine = engine
         self.build = build
         self.app = root
         self.local = threading.local()
         self.check_engine = create_engine(engine.url, poolclass=NullPool,
                                           **({"connect_args": {"check_same_thread": False}}
                                              if engine.dialect.name == "sqlite" else {}))
-        self.wsgi = root.wsgi_app  # the root's own Flask.wsgi_app (bound), saved before we replace it
-        self.generation = self.read_generation()
-        self.current = (self.wsgi, self.generation)
+        # (wsgi callable, its generation): one tuple, so the app and its generation always match. The
+        # root's own Flask.wsgi_app (bound) is saved before install() replaces it.
+        self.current = (root.wsgi_app, 0)  # (read_generation falls back to the generation served)
+        self.current = (root.wsgi_app, self.read_generation())
         self.lock = threading.Lock()
         self.failed_at: dict[int, float] = {}
         self.swaps = 0
+
+    @property
+    def generation(self) -> int:
+        return self.current[1]
 
     def read_generation(self) -> int:
         """One primary-key lookup on a connection this thread keeps (autocommit: no pool checkout,
@@ -67,7 +70,7 @@ class LiveApp:
         except Exception:  # the database is briefly unavailable: keep serving what we have
             self.local.held = None
             log.warning("crm_meta: could not read the schema generation", exc_info=True)
-            return getattr(self, "generation", 0)
+            return self.generation
 
     def _connect(self):
         fairy = self.check_engine.raw_connection()  # kept: the pool closes the connection when it goes
@@ -82,7 +85,7 @@ class LiveApp:
         seen = self.read_generation()
         if seen != self.generation:
             self.swap(seen)
-        wsgi, served = self.current  # one tuple: the app and its generation always match
+        wsgi, served = self.current
         served = str(served)
 
         def start(status, headers, exc_info=None):
@@ -99,8 +102,6 @@ class LiveApp:
             if failed is not None and time.monotonic() - failed < RETRY_SECONDS:
                 return
             started = time.perf_counter()
-            was_enabled = gc.isenabled()
-            gc.disable()
             try:
                 new = self.build()
             except BaseException as exc:  # SystemExit from a refused dictionary included
@@ -108,22 +109,14 @@ class LiveApp:
                 log.error("crm_meta: could not build schema generation %s; still serving generation %s: %s",
                           seen, self.generation, exc)
                 return
-            finally:
-                if was_enabled:
-                    gc.enable()
             old = self.app
-            self.app, self.wsgi, self.generation = new, new.wsgi_app, seen
-            self.current = (self.wsgi, seen)
+            self.app, self.current = new, (new.wsgi_app, seen)
             self.swaps += 1
             new.extensions["crm_live"] = self
             log.info("crm_meta: serving schema generation %s (built in %.0f ms)", seen,
                      (time.perf_counter() - started) * 1000)
             if old is not self.root:
-                _retire(old)
-
-
-def _retire(app: Flask) -> None:
-    release(app)
+                release(old)
 
 
 def release(app: Flask) -> None:

@@ -15,7 +15,6 @@ roles whose ``screens`` name it — as for the audit screen.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from flask import abort, current_app, flash, redirect, request, url_for
@@ -48,12 +47,10 @@ def service():
     from flask_appbuilder.security.sqla.models import User
 
     from crm_meta.services.schema_changes import SchemaChanges
-    from crm_meta.settings import schema_paths
 
     b = context.build()
-    paths = schema_paths(current_app.config) + [str(p) for p in b.models.plugins.schema_paths()]
-    return SchemaChanges(b.db.engine, paths, User, Path(current_app.instance_path) / "backups",
-                         field_types=b.models.plugins.field_types())
+    return SchemaChanges.for_config(b.db.engine, current_app.config, b.models.plugins, current_app.instance_path,
+                                    User)
 
 
 def taken_names() -> set[str]:

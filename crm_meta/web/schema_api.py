@@ -6,7 +6,6 @@ only (permission ``schema``); a cookie-authenticated write needs the CSRF token,
 """
 from __future__ import annotations
 
-from flask import request
 from flask_appbuilder import expose
 from flask_appbuilder.api import BaseApi, safe
 from flask_appbuilder.security.decorators import permission_name, protect
@@ -16,7 +15,7 @@ from crm_meta.services import schema_forms as forms
 from crm_meta.services import schema_ops as ops
 from crm_meta.web import context
 from crm_meta.web.schema_admin import METHODS, PERMISSION, PERMISSIONS, apply_op, error_lines, plan_op, service
-from crm_meta.web.security import BearerFirstApi
+from crm_meta.web.security import ScreenApi
 
 OP_SCHEMA = {
     "type": "object",
@@ -43,22 +42,13 @@ OP_SCHEMA = {
 }
 
 
-class SchemaApi(BearerFirstApi, BaseApi):
+class SchemaApi(ScreenApi, BaseApi):
     resource_name = "schema"
     class_permission_name = PERMISSION
     method_permission_name = METHODS
     base_permissions = PERMISSIONS
+    component_schemas = {"SchemaOperation": OP_SCHEMA}
     openapi_spec_tag = "Schema 模型"
-
-    def add_api_spec(self, api_spec) -> None:
-        """Documented only to callers who may use it (the document is built per request)."""
-        if self.appbuilder.sm.has_access("can_read", PERMISSION):
-            super().add_api_spec(api_spec)
-
-    def add_apispec_components(self, api_spec) -> None:
-        super().add_apispec_components(api_spec)
-        if "SchemaOperation" not in api_spec.components.schemas:
-            api_spec.components.schema("SchemaOperation", OP_SCHEMA)
 
     def _refused(self, exc: Exception):
         if isinstance(exc, MigrationError):
@@ -67,11 +57,6 @@ class SchemaApi(BearerFirstApi, BaseApi):
         message = "the data dictionary would be invalid; nothing was changed" if isinstance(exc, SchemaErrors) \
             else "; ".join(lines)
         return self.response(400, message=message, errors=lines)
-
-    @staticmethod
-    def _body():
-        body = request.get_json(silent=True)
-        return body if isinstance(body, dict) else None
 
     @expose("/", methods=["GET"])
     @protect()

@@ -41,6 +41,31 @@ class BearerFirstApi:
         return not (has_request_context() and request.headers.get("Authorization"))
 
 
+class ScreenApi(BearerFirstApi):
+    """Mixed into the REST APIs of the admin screens (dictionaries, schema): documented in the OpenAPI
+    document only for callers whose role may read the screen's permission, with the component
+    schemas of ``component_schemas`` (name → JSON schema) registered once."""
+
+    component_schemas: dict = {}
+
+    def add_api_spec(self, api_spec) -> None:
+        """Documented only to callers who may use it (the document is built per request)."""
+        if self.appbuilder.sm.has_access("can_read", self.class_permission_name):
+            super().add_api_spec(api_spec)
+
+    def add_apispec_components(self, api_spec) -> None:
+        super().add_apispec_components(api_spec)
+        for name, schema in self.component_schemas.items():
+            if name not in api_spec.components.schemas:
+                api_spec.components.schema(name, schema)
+
+    @staticmethod
+    def _body() -> dict | None:
+        """The request's JSON object (None when it is not one)."""
+        body = request.get_json(silent=True)
+        return body if isinstance(body, dict) else None
+
+
 class CrmSecurityManager(AuthAuditMixin, SecurityManager):
     """Permissions resolved once per request; a bearer token, when sent, is the only identity.
 
