@@ -132,13 +132,13 @@ def remind_command(day, no_notify: bool) -> None:
 
 @click.group("sla")
 def sla_group() -> None:
-    """Ticket SLAs: flag breached tickets and escalate them (run `crm sla scan` or the job sla_scan)."""
+    """Ticket SLAs: escalate breached tickets (run `crm sla scan` or the job sla_scan)."""
 
 
 @sla_group.command("scan")
 def sla_scan_command() -> None:
-    """Flag every open ticket past its response or resolution due time (one UPDATE) and notify the
-    dispatch department's managers where the priority escalates."""
+    """Count the tickets that breached since the last scan and notify the dispatch department's
+    managers where the priority escalates (one INSERT … SELECT; breached itself is read live)."""
     from flask import current_app
 
     from crm_meta.services import sla

@@ -1,7 +1,8 @@
 """Ticket SLAs (反馈工单): due times from the priority's attrs with a frozen clock, responded/resolved
-stamps from the status, the breach scan (flagged after the due time, not before; once), escalation
-to the dispatch department's manager, the breach list and dashboard box scoped, time left on the
-ticket page — SQLite and PostgreSQL."""
+stamps from the status, breached as read (the minute a due time passes, on the record, the list
+filter and REST, with no scan), the scan (counts and escalates once to the dispatch department's
+manager, also after days without a scan), the breach list and dashboard box scoped, time left on
+the ticket page — SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
@@ -24,6 +25,32 @@ def ticket(crm, customer, priority, dispatch=None, owner=None, **extra):
     data = {"customer": customer, "feedback_type": "complaint", "description": "设备故障", "priority": priority,
             **({"dispatch_department": dispatch} if dispatch else {}), **({"owner": owner} if owner else {}), **extra}
     return crm.create("feedback", data, owner)
+
+
+def live(app, rid):
+    """(breached, breached at) as the screens and REST read them."""
+    with app.app_context():
+        b = app.extensions["crm"]
+        record = b.db.session.get(b.models.model("feedback"), rid)
+        try:
+            return record.sla_breached, record.sla_breached_at
+        finally:
+            b.db.session.remove()
+
+
+def api_for(app, username):
+    from support import Api
+
+    client = app.test_client()
+    token = client.post("/api/v1/security/login", json={"username": username, "password": PASSWORD,
+                                                        "provider": "db"}).json["access_token"]
+    return Api(client, token)
+
+
+def scan(runner, *args):
+    result = runner.invoke(args=["crm", *(args or ("sla", "scan"))])
+    assert result.exit_code == 0 and result.exception is None, (result.output, result.exception)
+    return result.output
 
 
 def notices(app):
@@ -63,7 +90,11 @@ def test_due_times_and_stamps_follow_the_priority_and_the_status(make_app):
         move(T0 + 30 * H)
         crm.update("feedback", urgent, {"status": "closed"})  # resolved after its due time: breached
         row = crm.row("feedback", urgent)
-        assert row["resolved_at"] == T0 + 30 * H and row["sla_breached"] is True and row["sla_breached_at"] == T0 + 30 * H
+        assert row["resolved_at"] == T0 + 30 * H and row["sla_breached"] is True
+        assert row["sla_breached_at"] == T0 + 24 * H  # the due time it missed
+        assert live(app, urgent) == (True, T0 + 24 * H)
+        crm.update("feedback", urgent, {"priority": "normal"})  # 168 h to resolve: resolved in time after all
+        assert crm.row("feedback", urgent)["sla_breached"] is False and live(app, urgent) == (False, None)
         # a ticket entered as already resolved is answered and resolved at once
         done = ticket(crm, cust, "urgent", status="closed")
         row = crm.row("feedback", done)
@@ -98,25 +129,33 @@ def test_breach_scan_flags_after_the_due_time_once_and_escalates_to_the_managers
         crm.update("feedback", solved, {"status": "handled"})
 
         move(T0 + 2 * H - timedelta(minutes=1))
-        out = runner.invoke(args=["crm", "sla", "scan"]).output
+        assert not any(live(app, i)[0] for i in (urgent, normal, answered, undispatched, solved))
+        out = scan(runner)
         assert "0 ticket(s) newly breached, 0 escalation notice(s)" in out  # not before the due time
         move(T0 + 2 * H + timedelta(minutes=1))
-        out = runner.invoke(args=["crm", "sla", "scan"]).output
-        assert "2 ticket(s) newly breached, 1 escalation notice(s)" in out, out  # urgent + undispatched
-        flagged = {i: crm.row("feedback", i)["sla_breached"] for i in (urgent, normal, answered, undispatched, solved)}
+        # breached the minute the due time passed, before any scan: on the record, in REST and its filter
+        flagged = {i: live(app, i)[0] for i in (urgent, normal, answered, undispatched, solved)}
         assert flagged == {urgent: True, normal: False, answered: False, undispatched: True, solved: False}
-        assert crm.row("feedback", urgent)["sla_breached_at"] == T0 + 2 * H + timedelta(minutes=1)
+        assert live(app, urgent)[1] == T0 + 2 * H  # the response due time it missed
+        api = api_for(app, "svc_boss")
+        assert api.get(f"/api/v1/feedback/{urgent}").json["result"]["sla_breached"] is True
+        found = api.get("/api/v1/feedback/?q=(filters:!((col:sla_breached,opr:eq,value:!t)))").json
+        assert sorted(found["ids"]) == sorted([urgent, undispatched]) and found["count"] == 2
+        assert crm.row("feedback", urgent)["sla_breached"] is False  # nothing was written to the ticket
+        assert notices(app) == []  # escalation is the scan's job
+        out = scan(runner)
+        assert "2 ticket(s) newly breached, 1 escalation notice(s)" in out, out  # urgent + undispatched
         no = crm.row("feedback", urgent)["feedback_no"]
         assert notices(app) == [(boss, "sla_breach", urgent, no)]  # the manager only: not the agent, not sales
         assert agent not in {n[0] for n in notices(app)} and sales_boss not in {n[0] for n in notices(app)}
 
-        move(T0 + 3 * H)  # scanning again flags and notifies nothing twice
-        assert "0 ticket(s) newly breached, 0 escalation notice(s)" in runner.invoke(args=["crm", "sla", "scan"]).output
+        move(T0 + 3 * H)  # scanning again counts and notifies nothing twice
+        assert "0 ticket(s) newly breached, 0 escalation notice(s)" in scan(runner)
         move(T0 + 24 * H + timedelta(minutes=1))  # the answered ticket misses its resolution time, the
-        out = runner.invoke(args=["crm", "jobs", "run", "sla_scan"]).output  # normal one its response
+        out = scan(runner, "jobs", "run", "sla_scan")  # normal one its response
         assert "ran sla_scan (crm_meta.process): ok — 2 newly breached, 1 escalated" in out, out
         assert {n[2] for n in notices(app)} == {urgent, answered}  # 一般 declares no escalation
-        assert not crm.row("feedback", solved)["sla_breached"] and crm.row("feedback", normal)["sla_breached"]
+        assert not live(app, solved)[0] and live(app, normal) == (True, T0 + 24 * H)
 
         ui = login(app.test_client(), "svc_boss", PASSWORD)
         page = ui.get("/crm/notifications/").get_data(as_text=True)
@@ -129,6 +168,32 @@ def test_breach_scan_flags_after_the_due_time_once_and_escalates_to_the_managers
         assert 'crm-time-left text-success">（按时完成）' in ui.get(f"/feedback/show/{solved}").get_data(as_text=True)
         en = ui.get(f"/feedback/show/{fresh}", headers={"Accept-Language": "en"})  # language of the viewer
         assert en.status_code == 200
+
+
+def test_a_scan_after_days_off_escalates_every_breach_once_and_a_raised_priority_at_once(make_app):
+    app = make_app()
+    crm = Crm(app)
+    boss = crm.user("svc_boss", "service", "service", manager=True)
+    agent = crm.user("svc_agent", "service", "service")
+    with clock.frozen(T0) as move:
+        cust = crm.customer("客户丙", "B")
+        urgent = ticket(crm, cust, "urgent", "service", agent)
+        normal = ticket(crm, cust, "normal", "service", agent)
+        runner = app.test_cli_runner()
+        assert "0 ticket(s) newly breached, 0 escalation notice(s)" in scan(runner)
+        move(T0 + 72 * H)  # three days without a scan: both breached meanwhile, only 紧急 escalates
+        assert live(app, urgent) == (True, T0 + 2 * H) and live(app, normal) == (True, T0 + 24 * H)
+        assert "2 ticket(s) newly breached, 1 escalation notice(s)" in scan(runner)
+        assert [n[2] for n in notices(app)] == [urgent]
+        move(T0 + 73 * H)  # 一般 → 紧急 on the old ticket: breached long ago, escalated now
+        crm.update("feedback", normal, {"priority": "urgent"})
+        assert live(app, normal) == (True, T0 + 2 * H)
+        assert "0 ticket(s) newly breached, 1 escalation notice(s)" in scan(runner)
+        assert sorted(n[2] for n in notices(app)) == sorted([urgent, normal])
+        assert {n[0] for n in notices(app)} == {boss}
+        move(T0 + 74 * H)
+        assert "0 ticket(s) newly breached, 0 escalation notice(s)" in scan(runner)
+        assert len(notices(app)) == 2
 
 
 def _breached_ids(html: str) -> set[int]:
@@ -150,10 +215,7 @@ def test_breach_list_and_dashboard_box_are_scoped(make_app):
 
         sla.backfill(b.db.session, b.models)  # due times from the new created_at
         b.db.session.commit()
-    with app.app_context():
-        b = app.extensions["crm"]
-        assert sla.scan(b.db.session, b.models).breached == 0  # backfill flagged them already
-    expected = {}
+    expected = {}  # no scan ran: breached as read
     for role in world.registry.roles:
         me = f"{role.name}_me"
         ui = world.browser(me)
@@ -195,3 +257,22 @@ def test_crm_check_refuses_sla_hours_that_are_not_positive(tmp_path):
     assert re.search(rf"dictionaries\.yaml:{urgent}:\d+: .*response_hours.*positive", out), out
     assert re.search(rf"dictionaries\.yaml:{important}:\d+: .*resolve_hours.*positive", out), out
     assert re.search(rf"dictionaries\.yaml:{important}:\d+: .*escalate.*manager", out), out
+
+
+def test_reading_breached_live_changes_no_table(make_app):
+    """The computed attributes leave the tables as they were: same columns in the same order, same
+    digest (a different digest would make every worker migrate and rebuild at start-up)."""
+    from crm_meta.db.tables import build_models
+    from crm_meta.services.schema_changes import system_digest
+
+    app = make_app()
+    with app.app_context():
+        b = app.extensions["crm"]
+        from flask_appbuilder.security.sqla.models import User
+
+        plain = build_models(b.models.registry, User)
+        live_model, plain_model = b.models.model("feedback"), plain.model("feedback")
+        assert [c.name for c in live_model.__table__.columns] == [c.name for c in plain_model.__table__.columns]
+        assert system_digest(b.models) == system_digest(plain)
+        assert str(plain_model.sla_breached.expression) == "feedback.sla_breached"
+        assert "CASE" in str(live_model.sla_breached.expression)

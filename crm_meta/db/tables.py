@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import Column, ForeignKey, Index, Integer, MetaData, String, Table
 from sqlalchemy.ext.associationproxy import association_proxy
-from sqlalchemy.orm import DeclarativeBase, relationship
+from sqlalchemy.orm import DeclarativeBase, column_property, relationship
 
 from crm_meta.db.system import define_system_tables
 from crm_meta.db.types import CODE_LENGTH, column_type
@@ -94,8 +94,32 @@ def _scope_indexes(entity: Entity) -> tuple:
     return tuple(out)
 
 
-def build_models(registry: Registry, user_model: type) -> ModelSet:
-    """Tables, link tables and mapped classes for every entity of ``registry``."""
+# entity, its columns (column name → Column) → {field name: SQL expression read in place of the column}
+Computed = Callable[[Entity, dict[str, Column]], dict[str, Any]]
+
+
+def _computed(entity: Entity, attrs: dict[str, Any], computed: Computed | None) -> None:
+    """Fields whose value is worked out when read (e.g. a ticket's SLA breach, which depends on the
+    time of the query): the attribute becomes that SQL expression, so screens, REST, filters, sorts
+    and counts all read the same live value; the stored column stays in the table under ``_stored_<name>``
+    (its own recorded part, written by the services) and migrations see it unchanged."""
+    if computed is None:
+        return
+    columns = {k: v for k, v in attrs.items() if isinstance(v, Column)}
+    expressions = {entity.field(name).column: e for name, e in computed(entity, columns).items()}
+    if not expressions:
+        return
+    ordered = list(attrs.items())  # the stored column keeps its place: same table, same digest
+    attrs.clear()
+    for key, value in ordered:
+        attrs[f"_stored_{key}" if key in expressions else key] = value
+    for column, expression in expressions.items():
+        attrs[column] = column_property(expression)
+
+
+def build_models(registry: Registry, user_model: type, computed: Computed | None = None) -> ModelSet:
+    """Tables, link tables and mapped classes for every entity of ``registry``; ``computed`` gives
+    the read-time expressions of computed fields (``crm_meta.services.sla.computed_columns``)."""
 
     class Base(DeclarativeBase):
         metadata = MetaData(naming_convention=NAMING)
@@ -115,6 +139,7 @@ def build_models(registry: Registry, user_model: type) -> ModelSet:
             "version": version,
         }
         attrs.update(_columns(entity, user_table, {}))
+        _computed(entity, attrs, computed)
         attrs["__table_args__"] = _scope_indexes(entity)
         ms.models[entity.name] = type(_class_name(entity), (Base,), attrs)
     for entity in registry.entities:

@@ -33,8 +33,22 @@ def store(session: Session, record: Any, values: Mapping[str, Any]) -> None:
         return
     table = type(record).__table__
     session.execute(table.update().where(table.c.id == record.id).values(**unstamped(table, values)))
+    _refresh(session, record, values)
+
+
+def _refresh(session: Session, obj: Any, values: Mapping[str, Any]) -> None:
+    """The object shows what was written; an attribute computed when read (``build_models(computed=)``)
+    is expired instead, so that its next read asks the database."""
+    props = type(obj).__mapper__.attrs
+    computed = []
     for key, value in values.items():
-        set_committed_value(record, key, value)
+        prop = props.get(key)
+        if prop is not None and getattr(prop, "columns", None) and prop.columns[0] is type(obj).__table__.c.get(key):
+            set_committed_value(obj, key, value)
+        elif prop is not None:
+            computed.append(key)
+    if computed:
+        session.expire(obj, computed)
 
 
 def store_row(session: Session, model: type, record_id: int, values: Mapping[str, Any]) -> None:
@@ -45,8 +59,7 @@ def store_row(session: Session, model: type, record_id: int, values: Mapping[str
     session.execute(table.update().where(table.c.id == record_id).values(**unstamped(table, values)))
     obj = session.identity_map.get(identity_key(model, record_id))
     if obj is not None:
-        for key, value in values.items():
-            set_committed_value(obj, key, value)
+        _refresh(session, obj, values)
 
 
 def dictionary_attrs(session: Session, models: ModelSet, dictionary: str | None) -> dict[str, dict]:

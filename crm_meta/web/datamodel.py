@@ -28,6 +28,10 @@ class EntityInterface(SQLAInterface):
     def __init__(self, obj: type, session: Any = None, search_columns: tuple[str, ...] = (),
                  entity: str = "", search_fields: tuple[str, ...] = ()):
         super().__init__(obj, session)
+        for key, column in list(self.list_columns.items()):  # a field computed when read (SLA breach):
+            stored = obj.__table__.c.get(key)  # FAB's form/type introspection reads its stored column
+            if stored is not None and column is not stored:
+                self.list_columns[key] = stored
         self.text_columns = search_columns
         self.entity_name = entity
         self.search_fields = search_fields

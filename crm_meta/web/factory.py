@@ -142,7 +142,9 @@ def init_app(app: Flask, registry: Registry, plugins: Plugins | None = None) -> 
     with app.app_context():
         appbuilder = AppBuilder(update_perms=False, indexview=DashboardView)
         appbuilder.init_app(app, db.session)
-        models = build_models(registry, User)
+        from crm_meta.services.sla import computed_columns
+
+        models = build_models(registry, User, computed=computed_columns)
         models.plugins = plugins
         build = app.extensions["crm"] = Build(models, db)
         from crm_meta.services.schema_sync import sync_schema
