@@ -8,7 +8,7 @@ import re
 from datetime import date
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jsonschema
 
@@ -56,6 +56,112 @@ def json_schema_for(types: tuple[str, ...] | None = None) -> dict:
 @lru_cache(maxsize=32)  # one per set of field types (tests build apps with many plugin sets)
 def _validator(types: tuple[str, ...] | None = None) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(json_schema_for(types))
+
+
+# -- the fast pre-check --------------------------------------------------------------------------
+# jsonschema walks a 100-entity file in ~0.3 s (its descend/evolve per node); the same schema compiled
+# to Python code by fastjsonschema says "valid" in ~0.02 s. It only answers valid / not valid: a file
+# it accepts has no structure issue; any other answer (invalid, or an error inside it) sends the file
+# to jsonschema, which words every issue exactly as before. So the pre-check must give jsonschema's
+# answer for every value YAML can produce, also inside not / if / oneOf, where a stricter test would
+# accept more: it is compiled only from the keywords below, rewritten where fastjsonschema differs
+# (see _fast_form), and a schema with any other keyword gets no pre-check at all.
+# (fastjsonschema's "array" also takes tuples and its "number" no Fraction: YAML gives neither.)
+_SUBSCHEMA = {"additionalProperties", "propertyNames", "items", "not", "if", "then", "else"}
+_SUBSCHEMA_LIST = {"allOf", "anyOf", "oneOf"}
+_SUBSCHEMA_MAP = {"properties", "$defs"}
+_AS_THEY_ARE = {"required", "minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "minProperties",
+                "maxProperties"}
+_ANNOTATIONS = {"$schema", "$id", "$comment", "title", "description", "examples", "default", "deprecated",
+                "readOnly", "writeOnly"}
+_JSON_TYPES = {"null", "boolean", "integer", "number", "string", "array", "object"}
+
+
+class _Unsupported(Exception):
+    """The schema uses a keyword (or form of one) the pre-check does not cover."""
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bool, int, float))
+
+
+def _fast_form(node: Any) -> dict | bool:
+    """``node`` (a subschema) as fastjsonschema must see it to answer as jsonschema does.
+
+    Annotations are dropped (they would be copied into the generated code); ``const`` becomes a
+    one-item ``enum`` (the same test there; its ``const`` breaks with ``detailed_exceptions=False``);
+    a ``$ref`` with siblings becomes an ``allOf`` (fastjsonschema would ignore the siblings); a
+    pattern's final ``$`` becomes ``\\n?$`` (fastjsonschema turns ``$`` into end-of-text, Python's
+    ``$`` also matches before a final newline); ``minimum``/``maximum`` let booleans through (for
+    jsonschema a boolean is not a number, fastjsonschema would compare it as 0/1)."""
+    if isinstance(node, bool):  # true: anything; false: nothing
+        return node
+    if not isinstance(node, dict) or ("const" in node and "enum" in node):
+        raise _Unsupported(f"subschema {node!r}")
+    out: dict[str, Any] = {}
+    bounds: list[dict] = []
+    for key, value in node.items():
+        if key in _ANNOTATIONS:
+            continue
+        if key in _SUBSCHEMA:
+            out[key] = _fast_form(value)
+        elif key in _SUBSCHEMA_LIST and isinstance(value, list):
+            out[key] = [_fast_form(v) for v in value]
+        elif key in _SUBSCHEMA_MAP and isinstance(value, dict):
+            out[key] = {name: _fast_form(v) for name, v in value.items()}
+        elif key == "$ref" and isinstance(value, str) and value.startswith("#/"):
+            out[key] = value
+        elif key == "const" and _scalar(value):
+            out["enum"] = [value]
+        elif key == "enum" and isinstance(value, list) and all(_scalar(v) for v in value):
+            out[key] = list(value)
+        elif key == "type" and all(t in _JSON_TYPES for t in (value if isinstance(value, list) else [value])):
+            out[key] = value
+        elif key == "pattern" and isinstance(value, str) and "$" not in value[:-1] and not value.endswith("\\$"):
+            out[key] = value[:-1] + r"\n?$" if value.endswith("$") else value
+        elif key in ("minimum", "maximum") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            bounds.append({key: value})
+        elif key in _AS_THEY_ARE:
+            out[key] = value
+        else:
+            raise _Unsupported(f"keyword {key!r}")
+    if bounds:
+        out.setdefault("allOf", []).extend({"anyOf": [{"type": "boolean"}, b]} for b in bounds)
+    if "$ref" in out and len(out) > 1:
+        ref = out.pop("$ref")
+        defs = {"$defs": out.pop("$defs")} if "$defs" in out else {}  # refs point into the root's $defs
+        out = {**defs, "allOf": [{"$ref": ref}, out]}
+    return out
+
+
+def _compile_fast(schema: dict) -> Callable[[Any], Any] | None:
+    """``schema`` compiled by fastjsonschema (None when it cannot be: then jsonschema does all)."""
+    try:
+        import fastjsonschema
+    except ImportError:  # pragma: no cover - a pinned dependency; jsonschema alone gives the same issues
+        return None
+    try:
+        definition = _fast_form(schema)
+        return fastjsonschema.compile(definition, use_default=False, use_formats=False, detailed_exceptions=False)
+    except Exception:  # noqa: BLE001 - _Unsupported, or a schema fastjsonschema cannot compile
+        return None
+
+
+@lru_cache(maxsize=32)  # like _validator: one per set of field types, compiled once per process
+def _fast_validator(types: tuple[str, ...] | None = None) -> Callable[[Any], Any] | None:
+    return _compile_fast(json_schema_for(types))
+
+
+def passes_fast_check(data: Any, types: tuple[str, ...] | None = None) -> bool:
+    """True when the compiled pre-check accepts ``data`` (then jsonschema finds nothing either)."""
+    check = _fast_validator(types)
+    if check is None:
+        return False
+    try:
+        check(data)
+    except Exception:  # noqa: BLE001 - invalid, or data the generated code cannot handle: ask jsonschema
+        return False
+    return True
 
 
 def dotted(path: tuple) -> str:
@@ -165,8 +271,11 @@ def structure_issues(f: LoadedFile, types: tuple[str, ...] | None = None) -> lis
     ``types``: the names of the app's field types (None: the built-in ones)."""
     if not f.parsed or not isinstance(f.data, dict):
         return []
+    types = tuple(types) if types is not None else None
+    if passes_fast_check(f.data, types):
+        return []
     issues: list[SchemaIssue] = []
-    for err in _validator(tuple(types) if types is not None else None).iter_errors(f.data):
+    for err in _validator(types).iter_errors(f.data):
         for path, key, message in _issues(err):
             issue = SchemaIssue(f.locate(path, key=key), dotted(path), one_line(message))
             if issue not in issues:
