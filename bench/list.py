@@ -129,6 +129,9 @@ class RowMaker:
             vals = [f"{t} #{i}" for t, i in zip(rng.choices(notes, k=k), ids)]
         elif f.storage == "decimal":
             vals = [c / 100 for c in rng.choices(range(10_000, 500_000_000), k=k)]
+            if f.precision:  # fit NUMERIC(precision, scale) (e.g. a 0–1 score is NUMERIC(5, 4))
+                top = 10 ** (f.precision - (f.scale or 0))
+                vals = [round(v % top, f.scale or 0) for v in vals]
         elif f.storage == "integer":
             vals = rng.choices(range(1000), k=k)
         elif f.storage == "boolean":

@@ -6,8 +6,9 @@ from typing import Any
 from flask import request
 from flask_appbuilder.api import ModelRestApi, expose, safe
 from flask_appbuilder.api.schemas import get_item_schema, get_list_schema
+from flask_appbuilder.const import API_FILTERS_RIS_KEY
 from flask_appbuilder.exceptions import FABException
-from flask_appbuilder.security.decorators import permission_name, protect
+from flask_appbuilder.security.decorators import permission_name
 
 from crm_meta.errors import RecordError, RecordNotFound, ValidationFailed, VersionConflict
 from crm_meta.metadata.model import Entity
@@ -15,8 +16,8 @@ from crm_meta.web import context
 from crm_meta.web.datamodel import entity_interface
 from crm_meta.web.i18n import current_lang
 from crm_meta.web.rison import rison
-from crm_meta.web.security import BearerFirstApi
-from crm_meta.web.schemas import build_schemas
+from crm_meta.web.security import BearerFirstApi, protect
+from crm_meta.web.schemas import RowWriter, build_schemas
 from crm_meta.web.views import METHOD_PERMISSIONS, PERMISSIONS, class_name, display_column, refused_filters
 
 MAX_PAGE_SIZE = 100
@@ -26,6 +27,7 @@ class EntityApi(BearerFirstApi, ModelRestApi):
     """Base of the generated APIs; reads and writes go through the records service."""
 
     entity: Entity
+    row_writer: RowWriter  # the list's rows as show_model_schema + the access policy have them
     page_size = 25
     max_page_size = MAX_PAGE_SIZE
 
@@ -57,6 +59,14 @@ class EntityApi(BearerFirstApi, ModelRestApi):
         resp.headers["ETag"] = f'"{obj.version}"'
         return resp
 
+    def _handle_filters_args(self, rison_args: dict):
+        """FAB's, on a filter set of this request (FAB clears and refills one shared by all requests)."""
+        if not hasattr(self._filters, "blank"):
+            return super()._handle_filters_args(rison_args)
+        filters = self._filters.blank()
+        filters.rest_add_filters(rison_args.get(API_FILTERS_RIS_KEY, []))
+        return filters.get_joined_filters(self._base_filters)
+
     def _list_args(self, args: dict):
         """(filters, order column, order direction), or a 400 response: unknown columns, or columns
         whose filtering or sorting would probe values the user may not see."""
@@ -79,12 +89,14 @@ class EntityApi(BearerFirstApi, ModelRestApi):
             return parsed
         filters, order_column, order_direction = parsed
         page, page_size = self._handle_page_args(args)
-        count, rows = self.datamodel.query(filters, order_column, order_direction, page=page,
-                                           page_size=page_size, search=request.args.get("search"))
         policy = context.policy()
+        hidden = policy.access(self.entity.name).hidden
+        # one statement: the page, its capped count and the codes of the multi-value fields shown
+        count, rows, codes = self.datamodel.page(
+            filters, order_column, order_direction, page=page, page_size=page_size,
+            search=request.args.get("search"), codes=[n for n in self.datamodel.multi_fields if n not in hidden])
         return self.response(200, count=count, ids=[r.id for r in rows],
-                             result=[policy.project(self.entity.name, d)
-                                     for d in self.show_model_schema.dump(rows, many=True)])
+                             result=self.row_writer.rows(rows, policy, self.entity.name, codes))
 
     def post_headless(self):
         body, error = self._body()
@@ -543,6 +555,7 @@ class EntityApi(BearerFirstApi, ModelRestApi):
 def make_api(entity: Entity, models) -> type[EntityApi]:
     prefix = class_name(entity, "Api")
     schemas = build_schemas(entity, prefix)
+    show = schemas["show"]()
     columns = [display_column(entity.field(n)) for n in entity.list_fields]
     searchable = [entity.field(n).column for n in
                   dict.fromkeys(entity.search_fields + entity.filter_fields)
@@ -556,7 +569,8 @@ def make_api(entity: Entity, models) -> type[EntityApi]:
         "base_permissions": list(PERMISSIONS),
         "openapi_spec_tag": f"{entity.label.en} {entity.label.zh}",
         "list_columns": [c for c in columns if c not in ("tags",)],
-        "show_model_schema": schemas["show"](),
+        "show_model_schema": show,
+        "row_writer": RowWriter(show),
         "list_model_schema": type(f"{prefix}List", (schemas["show"],), {})(),
         "add_model_schema": schemas["add"](),
         "edit_model_schema": schemas["edit"](),

@@ -2,10 +2,14 @@
 capped counts and a quick text search that never probes masked values."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from flask_appbuilder.models.filters import Filters
 from flask_appbuilder.models.sqla.interface import SQLAInterface
-from sqlalchemy import literal_column, or_
+from flask_appbuilder.utils.base import get_column_root_relation, is_column_dotted
+from sqlalchemy import func, literal_column, or_, select
+from sqlalchemy.orm import lazyload
 
 from crm_meta.services import counting
 from crm_meta.services.records import COUNT_CAP
@@ -22,11 +26,100 @@ def _like(term: str) -> str:
     return f"%{escaped}%"
 
 
-class EntityInterface(SQLAInterface):
+def _capped_total(selects, cap: int):
+    """``counting.capped_count`` as a column: the capped counts of the disjoint ``selects`` summed
+    (the caller takes ``min(…, cap)``); uncorrelated, so evaluated once per statement."""
+    total = None
+    for part in selects:
+        sub = select(func.count()).select_from(part.limit(cap + 1).subquery()).scalar_subquery().correlate(None)
+        total = sub if total is None else total + sub
+    return total.label("crm_count")
+
+
+# How a database's codes column reads: PostgreSQL's ordered array (None: no codes), SQLite's JSON
+# array put in the order of the relationship's ORDER BY code (SQLite's BINARY collation compares
+# UTF-8 bytes, which is the order of Python's str comparison).
+_CODES_DECODERS = {
+    "postgresql": lambda value: list(value) if value else [],
+    "sqlite": lambda value: sorted(json.loads(value)) if value else [],
+}
+
+
+class LeanFilters(Filters):
+    """FAB's ``Filters`` without building every column's filter objects for each instance.
+
+    FAB's constructor converts all the model's columns (~35 × 2 filter lists) although the copies
+    made per request (``get_joined_filters``, ``get_inner_filters``) only carry active filters;
+    here the per-column table (``_all_filters``, used by the screens' URL filters) is built when
+    first read. Search filters are built as FAB builds them.
+    """
+
+    def __init__(self, filter_converter, datamodel, search_columns=None, search_filters=None):
+        self.search_columns = search_columns or []
+        self.filter_converter = filter_converter
+        self.datamodel = datamodel
+        self.clear_filters()
+        if self.search_columns:
+            self._search_filters = self._get_filters(self.search_columns)
+        if search_filters:
+            for k, v in search_filters.items():
+                self._search_filters[k] += v
+
+    @property
+    def _all_filters(self):
+        if "_lean_all_filters" not in self.__dict__:
+            self.__dict__["_lean_all_filters"] = self._get_filters(self.datamodel.get_columns_list())
+        return self.__dict__["_lean_all_filters"]
+
+    @_all_filters.setter
+    def _all_filters(self, value):
+        self.__dict__["_lean_all_filters"] = value
+
+    def blank(self) -> "LeanFilters":
+        """No active filter, the same allowed search columns and operations (one per request,
+        instead of clearing and refilling a filter set shared by concurrent requests)."""
+        new = LeanFilters(self.filter_converter, self.datamodel)
+        new.search_columns = self.search_columns
+        new._search_filters = self._search_filters
+        return new
+
+    def get_joined_filters(self, filters) -> "LeanFilters":
+        ret = LeanFilters(self.filter_converter, self.datamodel)
+        ret.filters = self.filters + filters.filters
+        ret.values = self.values + filters.values
+        return ret
+
+    def copy(self) -> "LeanFilters":
+        ret = LeanFilters(self.filter_converter, self.datamodel)
+        ret.filters = list(self.filters)
+        ret.values = list(self.values)
+        return ret
+
+
+class LeanFiltersMixin:
+    """Datamodels whose filter sets are ``LeanFilters``."""
+
+    def get_filters(self, search_columns=None, search_filters=None):
+        return LeanFilters(self.filter_converter_class, self, search_columns=search_columns or [],
+                           search_filters=search_filters)
+
+    def get_inner_filters(self, filters):
+        """FAB's: the non-dotted and to-one filters, re-made on this datamodel."""
+        inner = LeanFilters(self.filter_converter_class, self)
+        if filters:
+            inner.add_filter_list([
+                (flt.column_name, flt.__class__, value) for flt, value in zip(filters.filters, filters.values)
+                if not is_column_dotted(flt.column_name)
+                or self.is_relation_many_to_one(get_column_root_relation(flt.column_name))
+                or self.is_relation_one_to_one(get_column_root_relation(flt.column_name))])
+        return inner
+
+
+class EntityInterface(LeanFiltersMixin, SQLAInterface):
     """Lists count at most COUNT_CAP rows (an uncapped COUNT on a large table takes seconds)."""
 
     def __init__(self, obj: type, session: Any = None, search_columns: tuple[str, ...] = (),
-                 entity: str = "", search_fields: tuple[str, ...] = ()):
+                 entity: str = "", search_fields: tuple[str, ...] = (), multi_fields: tuple[str, ...] = ()):
         super().__init__(obj, session)
         for key, column in list(self.list_columns.items()):  # a field computed when read (SLA breach):
             stored = obj.__table__.c.get(key)  # FAB's form/type introspection reads its stored column
@@ -35,6 +128,7 @@ class EntityInterface(SQLAInterface):
         self.text_columns = search_columns
         self.entity_name = entity
         self.search_fields = search_fields
+        self._multi_fields = multi_fields
 
     def scoped(self, query):
         """``query`` limited to the rows this request's user may read."""
@@ -63,8 +157,13 @@ class EntityInterface(SQLAInterface):
                 clauses.append(col.ilike(_like(term), escape="\\"))
         return query.filter(or_(*clauses)) if clauses else query.filter(self.obj.id.is_(None))
 
-    def query(self, filters=None, order_column="", order_direction="", page=None, page_size=None,
-              select_columns=None, outer_default_load=False, search: str | None = None):
+    def page(self, filters=None, order_column="", order_direction="", page=None, page_size=None,
+             select_columns=None, outer_default_load=False, search: str | None = None, codes=None):
+        """``(count, rows, {field: codes per row})``: FAB's ``query`` in as few statements as the
+        database allows. The capped count rides on the page's statement as a scalar subquery (unless
+        it is the planner's estimate, or the page is empty); with ``codes`` (multi-value field names)
+        the rows' codes come as aggregates of that statement too, instead of one more statement
+        loading the link rows — the rows' links are then left unloaded (read on access)."""
         unscoped = self.text_search(self.session.query(self.obj), search)
         query = self.scoped(unscoped)
         ones = self.text_search(self.session.query(ONE).select_from(self.obj), search)
@@ -77,13 +176,67 @@ class EntityInterface(SQLAInterface):
         # An `own` scope is about one person's records: counted exactly, no planner round trip first.
         wide = bool(parts) or context.policy().access(self.entity_name).scope in ("all", None) \
             if self.entity_name else True
-        if wide and counting.above_cap(self.session, self.obj.__table__.name, selects, COUNT_CAP):
-            count = COUNT_CAP  # the planner is sure: "10,000+" without walking 10,001 rows
-        else:
-            count = counting.capped_count(self.session, selects, COUNT_CAP)
+        estimated = wide and counting.above_cap(self.session, self.obj.__table__.name, selects, COUNT_CAP)
         query = self.apply_all(query, filters, order_column, order_direction, page, page_size,
                                select_columns, outer_default_load)
-        return count, query.all()
+        columns = [] if estimated or select_columns else [_capped_total(selects, COUNT_CAP)]
+        folded = self._codes_columns(codes) if codes is not None and not select_columns else {}
+        if codes is not None:  # links not loaded: those folded, and those the caller will not read
+            unread = [f for f in self.multi_fields if f in folded or f not in codes]
+            query = query.options(*(lazyload(getattr(self.obj, f"{f}_links")) for f in unread))
+        columns += folded.values()
+        if not columns:
+            rows = query.all()
+            return (COUNT_CAP if estimated else counting.capped_count(self.session, selects, COUNT_CAP)), rows, {}
+        result = query.add_columns(*columns).all()
+        rows = [r[0] for r in result]
+        if estimated:  # the planner is sure: "10,000+" without walking 10,001 rows
+            count, first = COUNT_CAP, 1
+        elif result:  # the count rode on the page's statement
+            count, first = min(result[0][1], COUNT_CAP), 2
+        else:  # an empty page: nothing carried the count
+            count, first = counting.capped_count(self.session, selects, COUNT_CAP), 2
+        decode = _CODES_DECODERS[self.session.get_bind().dialect.name]
+        values = {name: [decode(r[first + i]) for r in result] for i, name in enumerate(folded)}
+        return count, rows, values
+
+    def query(self, filters=None, order_column="", order_direction="", page=None, page_size=None,
+              select_columns=None, outer_default_load=False, search: str | None = None):
+        count, rows, _ = self.page(filters, order_column, order_direction, page, page_size, select_columns,
+                                   outer_default_load, search)
+        return count, rows
+
+    @property
+    def multi_fields(self) -> tuple[str, ...]:
+        """The entity's multi-value fields (codes in a link table, read through ``<name>_links``)."""
+        return tuple(name for name in getattr(self, "_multi_fields", ()) if hasattr(self.obj, f"{name}_links"))
+
+    def _codes_columns(self, names) -> dict:
+        """Per multi-value field in ``names``: a column of the page's statement holding the row's
+        codes (PostgreSQL: an array in the relationship's order; SQLite: a JSON array, put in that
+        order by ``_CODES_DECODERS``). Empty on other databases (the relationships load them)."""
+        dialect = self.session.get_bind().dialect.name
+        if dialect not in _CODES_DECODERS:
+            return {}
+        out = {}
+        for name in names:
+            if name not in self.multi_fields:
+                continue
+            rel = getattr(self.obj, f"{name}_links").property
+            link = rel.mapper.local_table
+            code = link.c.get("code")
+            order = rel.order_by or ()
+            if code is None or len(order) != 1 or order[0] is not code or len(rel.local_remote_pairs) != 1:
+                continue  # not the shape of crm_meta.db.tables._link: the relationship loads it
+            (local, remote), = rel.local_remote_pairs  # the entity's id ← the link's record_id
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import aggregate_order_by, array_agg
+
+                agg = array_agg(aggregate_order_by(code, code))
+            else:
+                agg = func.json_group_array(code)
+            out[name] = select(agg).where(remote == local).scalar_subquery().label(f"crm_codes_{name}")
+        return out
 
     def get(self, id, filters=None, select_columns=None, outer_default_load=False):
         """One row, only when the user may read it (else None: the caller answers 404)."""
@@ -94,7 +247,7 @@ class EntityInterface(SQLAInterface):
         return self.scoped(self.session.query(self.obj).filter(self.obj.id == pk)).one_or_none()
 
 
-class RelatedInterface(SQLAInterface):
+class RelatedInterface(LeanFiltersMixin, SQLAInterface):
     """The rows a related-column filter offers: users the record could be given to, or the visible
     records of a referenced entity — never the whole table (FAB_NOTES leak 3)."""
 
@@ -126,4 +279,5 @@ def entity_interface(entity, models) -> EntityInterface:
     """The datamodel of one entity, searching its declared search fields (screens, API, lookups)."""
     return EntityInterface(models.model(entity.name),
                            search_columns=tuple(entity.field(n).column for n in entity.search_fields),
-                           entity=entity.name, search_fields=tuple(entity.search_fields))
+                           entity=entity.name, search_fields=tuple(entity.search_fields),
+                           multi_fields=tuple(f.name for f in entity.fields if f.is_multi))
