@@ -24,6 +24,7 @@ def test_the_planner_is_trusted_only_far_above_the_cap(app, db_url):
             session.execute(text("ANALYZE customer"))
             session.commit()
         counting._sizes.clear()
+        counting._plans.clear()
         everyone = session.query(model.id)
         few = session.query(model.id).filter(model.region.in_(["east", "south"]))  # an expanding IN
         on_pg = db_url.startswith("postgresql")
@@ -36,3 +37,16 @@ def test_the_planner_is_trusted_only_far_above_the_cap(app, db_url):
         assert counting.above_cap(session, "customer", [everyone], cap=100) is False
         assert counting.capped_count(session, [everyone], cap=100) == 100
         assert counting.capped_count(session, [everyone, few], cap=1000) == 403  # disjoint parts add up
+        if on_pg:  # the same unfiltered list again: the planner's answer is reused, no EXPLAIN round trip
+            from sqlalchemy import event
+
+            seen = []
+            engine = session.get_bind()
+            listener = lambda *a: seen.append(a[2])  # noqa: E731 - statement text
+            event.listen(engine, "before_cursor_execute", listener)
+            try:
+                assert counting.above_cap(session, "customer", [everyone], cap=20) is True
+                assert counting.above_cap(session, "customer", [few], cap=20) is False
+            finally:
+                event.remove(engine, "before_cursor_execute", listener)
+            assert not any(s.startswith("EXPLAIN") for s in seen), seen
