@@ -10,8 +10,10 @@ For SQLite and PostgreSQL (a throwaway server started with tests/pgserver.py) th
    ``GET /api/v1/customer/?q=(order_column:created_at,order_direction:desc,page:0,page_size:25)``
    through the Flask test client (in process, no network) — p50/p95;
 4. baselines in the same run: the raw SQL query for the same page (same columns, ORDER BY
-   created_at DESC LIMIT 25) through the same engine, and a bare Flask endpoint returning a
-   constant JSON through the test client (the framework floor);
+   created_at DESC LIMIT 25) through the same engine, a bare Flask endpoint returning a
+   constant JSON through the test client (the framework floor), and (info) the same page and
+   capped count run by hand behind a bare Flask endpoint — no login, no permission check, no
+   access policy: the least that serving this page over HTTP costs;
 5. counts the SQL statements one list request runs (``before_cursor_execute`` on the engine).
 
     .venv/bin/python bench/list.py                 # 1,000,000 rows, both backends; ~3.5 min
@@ -324,9 +326,27 @@ def bench_backend(backend: str, url: str, rows: int, n_requests: int, workdir: P
         with engine.connect() as conn:
             conn.execute(count_sql).scalar()
 
+    # the same page and capped count by hand behind a bare Flask endpoint (no auth, no policy):
+    # what serving this page over HTTP costs at the least
+    from flask import Flask
+
+    bare = Flask("bench_bare_sql")
+
+    @bare.get("/page")
+    def page():
+        with engine.connect() as conn:
+            n = conn.execute(count_sql).scalar()
+            found = conn.execute(raw_sql).fetchall()
+        result = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r._mapping.items()} for r in found]
+        return {"count": n, "ids": [r["id"] for r in result], "result": result}
+
+    bare_client = bare.test_client()
+
     with app.app_context():
         out["raw"] = _common.summary_ms(_common.time_calls(raw_page, n_requests, warmup=10))
         out["raw_count"] = _common.summary_ms(_common.time_calls(raw_count, n_requests, warmup=10))
+        out["bare_sql_endpoint"] = _common.summary_ms(_common.time_calls(lambda: bare_client.get("/page"), n_requests,
+                                                                         warmup=10))
         if engine.dialect.name == "postgresql":
             with engine.connect() as conn:
                 out["explain_page"] = [r[0] for r in conn.execute(text("EXPLAIN ANALYZE " + raw_sql.text))]
@@ -384,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         table_rows.append([r["backend"], "raw SQL page (baseline)", raw["p50_ms"], raw["p95_ms"], "1.0x", 1])
         table_rows.append([r["backend"], "raw capped count (info)", r["raw_count"]["p50_ms"],
                            r["raw_count"]["p95_ms"], "-", 1])
+        bare = r["bare_sql_endpoint"]
+        table_rows.append([r["backend"], "page + count by hand, bare endpoint (info)", bare["p50_ms"], bare["p95_ms"],
+                           f"{bare['p95_ms'] / raw['p95_ms']:.1f}x", 2])
     table_rows.append(["-", "bare Flask JSON (floor)", floor["p50_ms"], floor["p95_ms"], "-", 0])
     print(_common.table(["db", "what", "p50 ms", "p95 ms", "p95 vs raw", "SQL stmts"], table_rows))
     print()
