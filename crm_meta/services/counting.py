@@ -78,10 +78,17 @@ def above_cap(session: Any, table: str, candidates, cap: int) -> bool:
     return any(_planned_rows(session, stmt) >= ESTIMATE_MARGIN * cap for stmt in candidates)
 
 
-def capped_count(session: Any, parts, cap: int) -> int:
-    """The exact count of the union of disjoint ``parts`` (selects), each counted up to ``cap``."""
-    subqueries = [select(func.count()).select_from(p.limit(cap + 1).subquery()).scalar_subquery() for p in parts]
+def capped_total(parts, cap: int):
+    """SQL: the counts of the disjoint ``parts`` (selects), each counted up to ``cap``, summed (take
+    ``min(…, cap)`` of it). Uncorrelated: as a column of another statement it is evaluated once."""
+    subqueries = [select(func.count()).select_from(p.limit(cap + 1).subquery()).scalar_subquery().correlate(None)
+                  for p in parts]
     total = subqueries[0]
     for sub in subqueries[1:]:
         total = total + sub
-    return min(session.execute(select(total)).scalar_one(), cap)
+    return total
+
+
+def capped_count(session: Any, parts, cap: int) -> int:
+    """The exact count of the union of disjoint ``parts`` (selects), each counted up to ``cap``."""
+    return min(session.execute(select(capped_total(parts, cap))).scalar_one(), cap)

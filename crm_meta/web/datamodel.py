@@ -26,16 +26,6 @@ def _like(term: str) -> str:
     return f"%{escaped}%"
 
 
-def _capped_total(selects, cap: int):
-    """``counting.capped_count`` as a column: the capped counts of the disjoint ``selects`` summed
-    (the caller takes ``min(…, cap)``); uncorrelated, so evaluated once per statement."""
-    total = None
-    for part in selects:
-        sub = select(func.count()).select_from(part.limit(cap + 1).subquery()).scalar_subquery().correlate(None)
-        total = sub if total is None else total + sub
-    return total.label("crm_count")
-
-
 # How a database's codes column reads: PostgreSQL's ordered array (None: no codes), SQLite's JSON
 # array put in the order of the relationship's ORDER BY code (SQLite's BINARY collation compares
 # UTF-8 bytes, which is the order of Python's str comparison).
@@ -179,7 +169,7 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
         estimated = wide and counting.above_cap(self.session, self.obj.__table__.name, selects, COUNT_CAP)
         query = self.apply_all(query, filters, order_column, order_direction, page, page_size,
                                select_columns, outer_default_load)
-        columns = [] if estimated or select_columns else [_capped_total(selects, COUNT_CAP)]
+        columns = [] if estimated or select_columns else [counting.capped_total(selects, COUNT_CAP).label("crm_count")]
         folded = self._codes_columns(codes) if codes is not None and not select_columns else {}
         if codes is not None:  # links not loaded: those folded, and those the caller will not read
             unread = [f for f in self.multi_fields if f in folded or f not in codes]
