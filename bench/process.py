@@ -23,7 +23,9 @@ For SQLite and/or PostgreSQL (a throwaway server from tests/pgserver.py) this sc
    each 5 minutes later (what the job does), each as ``flask crm sla scan`` through the CLI runner,
    beside the raw SQL of the same count and escalation INSERT … SELECT run in a transaction that
    is rolled back just before (same rows, same state);
-5. the SQL statements each command runs (``before_cursor_execute``).
+5. the SQL statements each command runs (``before_cursor_execute``);
+6. (info) reading breached, which is computed per query: the breach list's first 100 and the
+   dashboard box's counts for a user who sees every ticket, beside the hand-written breach list.
 
 Goal: < 2 s per command on both databases.
 
@@ -308,9 +310,54 @@ def bench_backend(backend: str, url: str, args, work: Path) -> dict:
             now += SCAN_STEP
             move(now)
     out["scans"] = scans
+    out["reads"] = breach_reads(app, engine, now)
+    print(f"[{backend}] breach list / dashboard box: {out['reads']}", flush=True)
     with app.app_context():
         app.extensions["crm"].db.session.remove()
     engine.dispose()
+    return out
+
+
+def breach_reads(app, engine, now: datetime) -> dict:
+    """What reading breached costs now that it is computed per query: the breach list's first 100
+    (latest breach first) and the dashboard box's three counts, for a user who sees every ticket,
+    beside the hand-written SQL of the same breach list."""
+    from sqlalchemy import text
+
+    from crm_meta.services import sla
+    from crm_meta.services.policy import system_policy
+
+    b = app.extensions["crm"]
+    pg = engine.dialect.name == "postgresql"
+    true = "TRUE" if pg else "1"
+    late_r = "(responded_at IS NULL AND response_due_at < :now)"
+    late_s = "(resolved_at IS NULL AND resolve_due_at < :now)"
+    at = (f"CASE WHEN sla_breached IS {true} AND sla_breached_at IS NOT NULL THEN sla_breached_at "
+          f"WHEN {late_r} AND {late_s} AND resolve_due_at < response_due_at THEN resolve_due_at "
+          f"WHEN {late_r} THEN response_due_at WHEN {late_s} THEN resolve_due_at END")
+    raw_list = text(f"SELECT id, feedback_no, {at} AS breached_at FROM feedback "
+                    f"WHERE (sla_breached IS {true} OR {late_r} OR {late_s}) AND resolved_at IS NULL "
+                    f"ORDER BY breached_at DESC, id LIMIT 100")
+    out: dict = {}
+    with app.app_context():
+        session, models = b.db.session, b.models
+        policy = system_policy(models.registry, models.system["member"])
+        for name, call in (("breach_list", lambda: sla.tickets(session, models, policy, "breached", now)),
+                           ("dashboard_counts", lambda: sla.counts(session, models, policy, now))):
+            samples = []
+            for _ in range(REPEAT):
+                t = time.perf_counter()
+                call()
+                samples.append(time.perf_counter() - t)
+            out[f"{name}_s"] = statistics.median(samples)
+        session.remove()
+    samples = []
+    with engine.connect() as conn:
+        for _ in range(REPEAT):
+            t = time.perf_counter()
+            conn.execute(raw_list, {"now": now}).all()
+            samples.append(time.perf_counter() - t)
+    out["raw_breach_list_s"] = statistics.median(samples)
     return out
 
 
@@ -338,6 +385,13 @@ def report(results: list[dict], args) -> None:
         flagged = statistics.median(s["raw_breached"] for s in steady)
         rows.append([r["backend"], f"crm sla scan, every 5 min (~{flagged:,.0f} breached)", sa,
                      max(s["app_s"] for s in steady), sw, f"{sa / sw:.1f}x", len(r["scan_statements"])])
+        reads = r.get("reads")
+        if reads:
+            rows.append([r["backend"], "  (info) breach list, first 100 (median of 5)", reads["breach_list_s"],
+                         reads["breach_list_s"], reads["raw_breach_list_s"],
+                         f"{reads['breach_list_s'] / reads['raw_breach_list_s']:.1f}x", 1])
+            rows.append([r["backend"], "  (info) dashboard SLA box, 3 counts", reads["dashboard_counts_s"],
+                         reads["dashboard_counts_s"], "-", "-", 1])
         worst_remind = max(rem["app_s"])
         worst_scan = max(s["app_s"] for s in r["scans"])
         goals.append([f"crm remind < {GOAL_S:.0f} s", r["backend"], f"{worst_remind:.2f} s (worst of 5)",
