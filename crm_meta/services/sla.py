@@ -319,20 +319,25 @@ def tickets(session: Session, models: ModelSet, policy: Any, which: str, now: da
     for name in (entity.title, PRIORITY, STATUS, DISPATCH, "feedback_type"):
         if name and entity.has_field(name) and name not in policy.access(FEEDBACK).hidden:
             cols.append(model.__table__.c[entity.field(name).column].label(name))
+    if entity.has_field("customer"):
+        cols.append(model.__table__.c[entity.field("customer").column].label("_customer_id"))
     stmt = select(*cols).select_from(model.__table__)
-    if entity.has_field("customer") and "customer" in models.models:
-        customer = models.model("customer")
-        title = models.registry.entity("customer").title
-        if title:
-            cols.append(customer.__table__.c[title].label("customer_name"))
-            stmt = select(*cols).select_from(model.__table__).outerjoin(
-                customer.__table__, customer.__table__.c.id == model.__table__.c.customer_id)
     if which == "breached":
         stmt = stmt.where(breached_condition(c, now), c[RESOLVED].is_(None)).order_by(at.desc(), model.id)
     else:
         stmt = stmt.where(soon_condition(c, now)).order_by(c[RESOLVE_DUE], model.id)
-    stmt = policy.scope(FEEDBACK, stmt, model).limit(limit)
-    return [dict(r._mapping) for r in session.execute(stmt)]
+    page = policy.scope(FEEDBACK, stmt, model).limit(limit).subquery()
+    # the page first, then its customers' names: joining before the sort looked up a customer for
+    # every breached ticket (SQLite: 0.29 s for 160,000 of them, bench/process.py)
+    outer = [col for col in page.c if col.name != "_customer_id"]
+    query = select(*outer).select_from(page)
+    title = models.registry.entity("customer").title if "customer" in models.models else None
+    if entity.has_field("customer") and title:
+        customer = models.model("customer").__table__
+        query = select(*outer, customer.c[title].label("customer_name")).select_from(
+            page.outerjoin(customer, customer.c.id == page.c._customer_id))
+    order = [page.c[BREACHED_AT].desc(), page.c.id] if which == "breached" else [page.c[RESOLVE_DUE], page.c.id]
+    return [dict(r._mapping) for r in session.execute(query.order_by(*order))]
 
 
 def duration_text(delta: timedelta, lang: str) -> str:
