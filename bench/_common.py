@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -126,6 +128,13 @@ def load_note() -> str:
     return ""
 
 
+def print_load_note() -> None:
+    """Print ``load_note()`` when there is one (at the end of a bench's report)."""
+    note = load_note()
+    if note:
+        print(note)
+
+
 def write_results(name: str, data: dict[str, Any]) -> Path:
     """Write ``data`` (plus machine info) to bench/results/<name>.json and return the path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -165,3 +174,17 @@ def databases(spec: str, work: Path, prefix: str) -> Iterator[list[tuple[str, Ca
     finally:
         for server in servers:
             server.stop()
+
+
+def per_database(spec: str, prefix: str, run: Callable[[str, Callable[[str], str], Path], Any]) -> list:
+    """``run(backend, new_url, work)`` for each database of ``spec`` (see ``databases``), in a temp
+    dir ``work`` removed afterwards; their results in order."""
+    results = []
+    work = Path(tempfile.mkdtemp(prefix=f"crm-bench-{prefix}-"))
+    try:
+        with databases(spec, work, prefix) as dbs:
+            for backend, new_url in dbs:
+                results.append(run(backend, new_url, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results

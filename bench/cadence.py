@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import shutil
 import statistics
 import subprocess
 import sys
@@ -188,14 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-old-backfill", action="store_true", help="skip the row-by-row backfill")
     args = ap.parse_args(argv)
     args.customers = args.customers or (20_000 if args.quick else 1_000_000)
-    results = []
-    work = Path(tempfile.mkdtemp(prefix="crm-bench-cadence-"))
-    try:
-        with _common.databases(args.db, work, "cadence") as dbs:
-            for backend, new_url in dbs:
-                results.append(bench_backend(backend, new_url("main"), args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    results = _common.per_database(args.db, "cadence",
+                                   lambda backend, new_url, work: bench_backend(backend, new_url("main"), args, work))
     path = _common.write_results("cadence-quick" if args.quick else "cadence", {"args": vars(args),
                                                                                "results": results})
     print(f"\nresults: {path}")

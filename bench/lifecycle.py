@@ -202,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
          f"({plugin['train_plus_score_s'] / base['total_s']:.1f}x baseline)", _common.goal(ok_time)],
         [f"peak memory < {GOAL_MB:.0f} MB", f"{plugin['peak_rss_mb']:.0f} MB", _common.goal(ok_mem)],
     ]))
-    note = _common.load_note()
-    if note:
-        print(note)
+    _common.print_load_note()
     path = _common.write_results("lifecycle-quick" if args.quick else "lifecycle", {
         "customers": customers, "goals": {"seconds": GOAL_SECONDS, "memory_mb": GOAL_MB},
         "threads": os.environ.get("CRM_LIFECYCLE_THREADS", "1"), "load": load, "plugin": plugin, "baseline": base,

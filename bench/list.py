@@ -423,9 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         goals.append([f"p95 <= {GOAL_VS_RAW:.0f}x raw SQL", r["backend"], f"{p95 / raw95:.1f}x ({raw95:.2f} ms raw)",
                       _common.goal(p95 <= GOAL_VS_RAW * raw95)])
     print(_common.table(["goal", "db", "measured", "status"], goals))
-    note = _common.load_note()
-    if note:
-        print(note)
+    _common.print_load_note()
     path = _common.write_results("list-quick" if args.quick else "list", {
         "args": vars(args), "rows": rows, "requests": n_requests, "url": LIST_URL,
         "goals": {"p95_max_ms": GOAL_P95_MS, "vs_raw_max": GOAL_VS_RAW},

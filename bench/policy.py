@@ -834,9 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = time.perf_counter() - started
 
     report(results, args)
-    note = _common.load_note()
-    if note:
-        print(note)
+    _common.print_load_note()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = _common.write_results(f"policy-{stamp}{'-quick' if args.quick else ''}", {
         "args": vars(args), "url": LIST_URL, "client": "flask test client, in process, JWT bearer",

@@ -40,10 +40,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -407,9 +405,7 @@ def report(results: list[dict], args) -> None:
         print("  statements of crm sla scan: " + " | ".join(policybench.short_sql(s)[:110] for s in r["scan_statements"]))
     print()
     print(_common.table(["goal", "db", "measured", "status"], goals))
-    note = _common.load_note()
-    if note:
-        print(note)
+    _common.print_load_note()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,14 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     args.tickets = args.tickets or (6_000 if args.quick else 300_000)
     args.open = min(args.open or (4_000 if args.quick else 200_000), args.tickets)
 
-    results = []
-    work = Path(tempfile.mkdtemp(prefix="crm-bench-process-"))
-    try:
-        with _common.databases(args.db, work, "process") as dbs:
-            for backend, new_url in dbs:
-                results.append(bench_backend(backend, new_url("main"), args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    results = _common.per_database(args.db, "process",
+                                   lambda backend, new_url, work: bench_backend(backend, new_url("main"), args, work))
     report(results, args)
     path = _common.write_results("process-quick" if args.quick else "process", {
         "args": vars(args), "goal_s": GOAL_S, "now": NOW.isoformat(), "results": results})

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -320,9 +318,7 @@ def report(results: list[dict], floor: dict, args) -> None:
         goals.append([f"add a field and serve it < {GOAL_TOTAL_S:.0f} s", r["backend"],
                       f"{t:.2f} s (worst {worst:.2f} s)", _common.goal(t < GOAL_TOTAL_S)])
     print(_common.table(["goal", "db", "measured", "status"], goals))
-    note = _common.load_note()
-    if note:
-        print(note)
+    _common.print_load_note()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,14 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     args.repeat = args.repeat or (1 if args.quick else 3)
 
     floor = bare_flask()
-    results = []
-    work = Path(tempfile.mkdtemp(prefix="crm-bench-schema-"))
-    try:
-        with _common.databases(args.db, work, "schema") as dbs:
-            for backend, new_url in dbs:
-                results.append(bench_backend(backend, new_url, args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    results = _common.per_database(args.db, "schema",
+                                   lambda backend, new_url, work: bench_backend(backend, new_url, args, work))
     report(results, floor, args)
     path = _common.write_results("schema_change-quick" if args.quick else "schema_change", {
         "args": vars(args), "goal_total_s": GOAL_TOTAL_S, "bare_flask": floor, "results": results})

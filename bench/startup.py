@@ -410,9 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"API routes {r['generated']['api_routes']}/{r['handwritten']['api_routes']}, "
                       f"permission-views {r['generated']['permission_views']}/"
                       f"{r['handwritten']['permission_views']}" for r in results))
-    note = _common.load_note()
-    if note:
-        print(note)
+    _common.print_load_note()
     print()
     goals = []
     for r in results:

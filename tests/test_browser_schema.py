@@ -13,21 +13,12 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from support import ADMIN_PASSWORD
-from test_browser import TIMEOUT_MS, select2_pick
+from test_browser import TIMEOUT_MS, select2_pick, _sign_in as _login
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
 ]
-
-
-def _login(page: Page, base: str, username: str, password: str) -> None:
-    page.goto(f"{base}/login/")
-    page.fill("#username", username)
-    page.fill("#password", password)
-    page.locator("form[name=login] [type=submit]").click()
-    page.wait_for_load_state()
-    assert "/login" not in page.url
 
 
 def _sales_rep(app) -> tuple[str, str]:

@@ -130,18 +130,18 @@ def on_ticket_created(session: Session, models: ModelSet, record: Any) -> None:
                             RESOLVED: resolved, BREACHED: breached, BREACHED_AT: at})
 
 
-def _stored(session: Session, record: Any) -> dict[str, Any]:
-    """The SLA columns as stored (``sla_breached`` / ``sla_breached_at`` on the model read the live value)."""
-    t = type(record).__table__
-    row = session.execute(select(*(t.c[f] for f in SLA_FIELDS)).where(t.c.id == record.id)).one()
-    return dict(zip(SLA_FIELDS, row))
+def _stored(record: Any) -> dict[str, Any]:
+    """The SLA columns as stored, read through the attributes mapped to them (``sla_breached`` /
+    ``sla_breached_at`` themselves read the live value when computed: ``computed_columns``)."""
+    mapper, t = type(record).__mapper__, type(record).__table__
+    return {f: getattr(record, mapper.get_property_by_column(t.c[f]).key) for f in SLA_FIELDS}
 
 
 def on_ticket_updated(session: Session, models: ModelSet, record: Any, changes: dict) -> None:
     if not enabled(models) or not (PRIORITY in changes or STATUS in changes):
         return
     s, now = settings(session, models), clock.now()
-    cur = _stored(session, record)
+    cur = _stored(record)
     values: dict[str, Any] = {}
     if PRIORITY in changes:
         values[RESPONSE_DUE], values[RESOLVE_DUE] = due_times(record.created_at, getattr(record, PRIORITY), s)
