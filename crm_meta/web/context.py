@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app, g, has_request_context, request
@@ -12,6 +12,7 @@ from crm_meta.db.tables import ModelSet
 from crm_meta.services.dictionaries import Dictionaries
 from crm_meta.services.records import Actor, RecordService
 from crm_meta.web.i18n import current_lang
+from crm_meta.web.principals import AuthCache, Who
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Build:
 
     models: ModelSet
     db: Any  # the Flask-SQLAlchemy extension
+    auth: AuthCache = field(default_factory=AuthCache)  # users, grants and policies per auth epoch
 
     @property
     def registry(self):
@@ -40,9 +42,14 @@ def session():
 
 
 def dictionaries() -> Dictionaries:
-    """The dictionary items, read once per request."""
+    """The dictionary items, read once per request (and kept across reads while nothing changed)."""
     if "crm_dicts" not in g:
-        g.crm_dicts = Dictionaries.load(session(), build().models.system["dict_item"])
+        def load() -> Dictionaries:
+            return Dictionaries.load(session(), build().models.system["dict_item"])
+
+        # a read takes them as of its auth epoch, which every change of crm_dict_item moves (triggers,
+        # crm_meta.db.auth_epoch); a write reads them afresh, its own changes included
+        g.crm_dicts = build().auth.get(("dictionaries",), load) if request.method in ("GET", "HEAD") else load()
     return g.crm_dicts
 
 
@@ -63,7 +70,7 @@ def request_id() -> str | None:
 
 def actor() -> Actor:
     """The user of this request, whether signed in by session cookie or by JWT bearer token."""
-    user = current_app.appbuilder.sm.current_user
+    user = current_app.appbuilder.sm.request_user()
     return Actor(getattr(user, "id", None), current_lang(), getattr(user, "username", None),
                  request.remote_addr if has_request_context() else None, request_id())
 
@@ -81,30 +88,45 @@ def policy():
 
 
 def _compile_policy():
-    from sqlalchemy import select
-
-    from crm_meta.metadata.model import DEPARTMENT_DICTIONARY
     from crm_meta.services.policy import Policy, Principal
 
     models = build().models
     member = models.system["member"]
+    sm = current_app.appbuilder.sm
+    user = sm.request_user()
+    if user is None or not getattr(user, "is_active", False):
+        return build().auth.get(("policy", None), lambda: Policy(models.registry, Principal(None),
+                                                                 _departments(None)[0], member))
+    roles = user.role_names if isinstance(user, Who) else frozenset(r.name for r in sm.get_user_roles(user))
+    uid = int(user.id)
+
+    def compile_() -> Policy:
+        tree, department = _departments(uid)
+        principal = Principal(uid, roles, department, current_app.config["AUTH_ROLE_ADMIN"] in roles)
+        return Policy(models.registry, principal, tree, member)
+
+    # kept while the auth epoch holds (crm_meta.web.principals): roles, department and tree unchanged
+    return build().auth.get(("policy", uid, roles), compile_)
+
+
+def _departments(user_id: int | None) -> tuple[dict, str | None]:
+    """The department tree (code → parent code) and the department of ``user_id``, in one statement."""
+    from sqlalchemy import select
+
+    from crm_meta.metadata.model import DEPARTMENT_DICTIONARY
+
+    models = build().models
+    member = models.system["member"]
     items = models.system["dict_item"]
-    user = current_app.appbuilder.sm.current_user
-    signed_in = user is not None and getattr(user, "is_active", False)
-    # one statement: the department tree (codes and parents) and the user's own department
-    mine = (select(member.c.department).where(member.c.user_id == user.id).scalar_subquery()
-            if signed_in else None)
+    mine = select(member.c.department).where(member.c.user_id == user_id).scalar_subquery() \
+        if user_id is not None else None
     tree, department = {}, None
     if models.registry.has_dictionary(DEPARTMENT_DICTIONARY):
-        stmt = select(items.c.code, items.c.attrs, *([mine] if signed_in else [])) \
+        stmt = select(items.c.code, items.c.attrs, *([mine] if mine is not None else [])) \
             .where(items.c.dictionary == DEPARTMENT_DICTIONARY)
         for row in session().execute(stmt):
             tree[row[0]] = (row[1] or {}).get("parent")
-            department = row[2] if signed_in else None
-    elif signed_in:
+            department = row[2] if mine is not None else None
+    elif mine is not None:
         department = session().execute(select(mine)).scalar()
-    if not signed_in:
-        return Policy(models.registry, Principal(None), tree, member)
-    roles = frozenset(r.name for r in current_app.appbuilder.sm.get_user_roles(user))
-    principal = Principal(user.id, roles, department, current_app.config["AUTH_ROLE_ADMIN"] in roles)
-    return Policy(models.registry, principal, tree, member)
+    return tree, department

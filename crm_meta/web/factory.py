@@ -170,6 +170,9 @@ def init_app(app: Flask, registry: Registry, plugins: Plugins | None = None) -> 
                 if attempt == 2:
                     raise
         db.session.remove()
+        from crm_meta.db import auth_epoch
+
+        auth_epoch.install(db.engine)  # the triggers behind the per-epoch auth cache (crm_meta.web.principals)
     from crm_meta.cli import crm
 
     app.cli.add_command(crm)

@@ -22,12 +22,16 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from crm_meta.db import auth_epoch
 from crm_meta.services.schema_changes import GENERATION_KEY
+from crm_meta.web.principals import ENVIRON_KEY
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0
 GENERATION_HEADER = "X-CRM-Schema-Generation"
-GENERATION_SQL = f"SELECT value FROM crm_schema_state WHERE key = '{GENERATION_KEY}'"
+# the schema generation and the auth epoch (crm_meta.web.principals) in one primary-key lookup
+STATE_SQL = (f"SELECT key, value FROM crm_schema_state "
+             f"WHERE key IN ('{GENERATION_KEY}', '{auth_epoch.KEY}')")
 
 
 class LiveApp:
@@ -44,7 +48,7 @@ class LiveApp:
         # (wsgi callable, its generation): one tuple, so the app and its generation always match. The
         # root's own Flask.wsgi_app (bound) is saved before install() replaces it.
         self.current = (root.wsgi_app, 0)  # (read_generation falls back to the generation served)
-        self.current = (root.wsgi_app, self.read_generation())
+        self.current = (root.wsgi_app, self.read_state()[0])
         self.lock = threading.Lock()
         self.failed_at: dict[int, float] = {}
         self.swaps = 0
@@ -54,23 +58,28 @@ class LiveApp:
         return self.current[1]
 
     def read_generation(self) -> int:
-        """One primary-key lookup on a connection this thread keeps (autocommit: no pool checkout,
-        no pre-ping, no transaction to end — one round trip on PostgreSQL, microseconds on SQLite)."""
+        return self.read_state()[0]
+
+    def read_state(self) -> tuple[int, str | None]:
+        """(schema generation, auth epoch): one primary-key lookup on a connection this thread keeps
+        (autocommit: no pool checkout, no pre-ping, no transaction to end — one round trip on
+        PostgreSQL, microseconds on SQLite). The epoch is None when it cannot be read."""
         held = getattr(self.local, "held", None)
         try:
             if held is None or held[0] != os.getpid():  # new thread, or a worker forked after --preload
                 held = self.local.held = (os.getpid(), self._connect())
             cursor = held[1].driver_connection.cursor()
             try:
-                cursor.execute(GENERATION_SQL)
-                row = cursor.fetchone()
+                cursor.execute(STATE_SQL)
+                values = dict(cursor.fetchall())
             finally:
                 cursor.close()
-            return int(row[0]) if row and row[0] is not None else 0
+            generation = values.get(GENERATION_KEY)
+            return (int(generation) if generation is not None else 0), values.get(auth_epoch.KEY)
         except Exception:  # the database is briefly unavailable: keep serving what we have
             self.local.held = None
             log.warning("crm_meta: could not read the schema generation", exc_info=True)
-            return self.generation
+            return self.generation, None
 
     def _connect(self):
         fairy = self.check_engine.raw_connection()  # kept: the pool closes the connection when it goes
@@ -82,9 +91,11 @@ class LiveApp:
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO", "").startswith("/static/"):
             return self.current[0](environ, start_response)
-        seen = self.read_generation()
+        seen, epoch = self.read_state()
         if seen != self.generation:
             self.swap(seen)
+        if epoch is not None:
+            environ[ENVIRON_KEY] = epoch
         wsgi, served = self.current
         served = str(served)
 

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import joinedload
 
 from crm_meta.web.auth import AuthAuditMixin
+from crm_meta.web.principals import Who, bearer_claims, who_of
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ def protect(allow_browser_login: bool = False):
             sm.preload_view(class_permission_name)  # one view's grants: what this call checks
             if sm.is_item_public(permission_str, class_permission_name):
                 return f(self, *args, **kwargs)
+            who = sm.bearer_who()  # a read with a valid token of a known user, from the auth cache
+            if who is not None:
+                if sm.has_access(permission_str, class_permission_name):
+                    return f(self, *args, **kwargs)
+                log.warning(LOGMSG_ERR_SEC_ACCESS_DENIED, permission_str, class_permission_name)
+                return self.response_403()
             if sm.current_user is None:  # no valid token: let flask_jwt_extended say why (401)
                 from flask_jwt_extended import verify_jwt_in_request
 
@@ -139,9 +146,47 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
             return cached[1]
         return super().current_user
 
+    def bearer_who(self) -> Who | None:
+        """The user of a read (GET/HEAD) whose bearer token is a valid access token, as the auth cache
+        knows them (no statement while the auth epoch holds); None when it is not such a request,
+        the user is unknown or inactive, or built-in roles are configured — then the full path
+        (flask_jwt_extended's verification and user lookup) runs and answers as it always did.
+        Writes always take the full path: they need the user's row anyway."""
+        if not _bearer() or request.method not in ("GET", "HEAD") or self.builtin_roles:
+            return None
+        header = request.headers["Authorization"]
+        cached = g.get("crm_bearer_who")  # keyed by the header: an app context may outlive a request
+        if cached is None or cached[0] != header:
+            who = None
+            claims = bearer_claims()
+            if claims is not None:
+                from flask_jwt_extended.config import config
+
+                try:
+                    uid = int(claims[config.identity_claim_key])
+                except (KeyError, TypeError, ValueError):
+                    uid = None
+                if uid is not None:
+                    who = current_app.extensions["crm"].auth.get(("user", uid), lambda: self._load_who(uid))
+                    who = who if who is not None and who.active else None
+            cached = g.crm_bearer_who = (header, who)
+        return cached[1]
+
+    def _load_who(self, user_id: int) -> Who | None:
+        user = self.get_user_by_id(user_id)
+        return who_of(user, self.get_user_roles(user)) if user is not None else None
+
+    def request_user(self):
+        """Who this request acts for: the cached ``Who`` of a bearer read, else ``current_user``."""
+        who = self.bearer_who() if has_request_context() else None
+        return who if who is not None else self.current_user
+
     def has_access(self, permission_name: str, view_name: str) -> bool:
         if _bearer():
-            user = self.current_user
+            user = self.request_user()
+            if isinstance(user, Who):  # FAB's _has_view_access without built-in roles (bearer_who)
+                return bool(user.active and user.role_ids
+                            and self.exist_permission_on_roles(view_name, permission_name, list(user.role_ids)))
             return bool(user is not None and user.is_active
                         and self._has_view_access(user, permission_name, view_name))
         return super().has_access(permission_name, view_name)
@@ -160,11 +205,12 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
         return set(self.session.execute(self._grants(Permission.name, ViewMenu.name).where(role_filter)).all())
 
     def _cached(self, key: str, load) -> set[tuple[str, str]]:
+        """Per request, and across requests while the auth epoch holds (crm_meta.web.principals)."""
         if not has_request_context():
             return load()
         cache = g.setdefault("crm_permission_cache", {})
         if key not in cache:
-            cache[key] = load()
+            cache[key] = current_app.extensions["crm"].auth.get(("pairs", key), lambda: frozenset(load()))
         return cache[key]
 
     def get_user_by_id(self, pk):
@@ -189,14 +235,25 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
 
     def _preload(self, view_name: str | None = None) -> None:
         """The public role's and the signed-in user's permission pairs in one statement: of every
-        view, or of ``view_name`` alone (a REST call checks one view: ~10 rows instead of ~140)."""
+        view, or of ``view_name`` alone (a REST call checks one view: ~10 rows instead of ~140).
+        Kept across requests while the auth epoch holds (crm_meta.web.principals)."""
         cache = g.setdefault("crm_permission_cache", {})
         suffix = "" if view_name is None else "@" + view_name
         if "public" in cache or "public" + suffix in cache:
             return
-        user = self.current_user
-        role_ids = sorted({r.id for r in self.get_user_roles(user)}) \
-            if user is not None and getattr(user, "is_authenticated", False) else []
+        user = self.request_user()
+        if isinstance(user, Who):
+            role_ids = list(user.role_ids)
+        else:
+            role_ids = sorted({r.id for r in self.get_user_roles(user)}) \
+                if user is not None and getattr(user, "is_authenticated", False) else []
+        public, mine = current_app.extensions["crm"].auth.get(
+            ("grants", tuple(role_ids), view_name), lambda: self._load_grants(role_ids, view_name))
+        cache["public" + suffix] = public
+        if role_ids:
+            cache[_roles_key(role_ids) + suffix] = mine
+
+    def _load_grants(self, role_ids: list[int], view_name: str | None):
         public_role, wanted = self.auth_role_public, set(role_ids)
         params = {"crm_public_role": public_role, "crm_role_ids": role_ids}
         if view_name is not None:
@@ -208,9 +265,7 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
                 public.add((perm, view))
             if role_id in wanted:
                 mine.add((perm, view))
-        cache["public" + suffix] = public
-        if role_ids:
-            cache[_roles_key(role_ids) + suffix] = mine
+        return frozenset(public), frozenset(mine)
 
     def preload_view(self, view_name: str) -> None:
         """Resolve this request's permissions on ``view_name`` (the other views' when first asked)."""

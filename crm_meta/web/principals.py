@@ -1,0 +1,132 @@
+"""Who a request's user is and what their roles may do, kept across requests while the auth epoch holds.
+
+Each request of a signed-in user used to cost three statements before its own work: the user with
+their roles and groups, their roles' permissions on the view, and their department with the
+department tree (for the access policy). None of that changes between two requests unless one of
+the tables behind it changes — and then the auth epoch changes (``crm_meta.db.auth_epoch``:
+database triggers, whoever writes). So an app keeps, per epoch, the users (``Who``), the grants of
+each role set on each view and the compiled policy of each user; a request whose epoch is the one
+the cache was filled under reads them from memory. The epoch itself rides on the per-request read
+of ``crm_meta.web.live`` (the same statement as the schema generation), so a request that finds
+all in the cache runs no statement for who it is.
+
+Nothing here decides anything: the checks stay in ``crm_meta.web.security`` (Flask-AppBuilder's
+order and answers) and ``crm_meta.services.policy``; this only remembers what they read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app, g, has_request_context, request
+from sqlalchemy import text
+
+from crm_meta.db.auth_epoch import READ_SQL
+
+ENVIRON_KEY = "crm.auth_epoch"  # set by crm_meta.web.live from its per-request state read
+MAX_ENTRIES = 20_000  # a bound on memory: past it the cache starts over (each entry is small)
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Who:
+    """A signed-in user as the checks need them: identity, whether active, their roles."""
+
+    id: int
+    username: str
+    active: bool
+    role_ids: tuple[int, ...]
+    role_names: frozenset[str]
+
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+
+class AuthCache:
+    """One app's memory of users, grants and policies, valid for one auth epoch at a time."""
+
+    def __init__(self) -> None:
+        self._state: tuple[str | None, dict] = (None, {})
+        self.hits = 0
+        self.misses = 0
+
+    def entries(self, epoch: str | None) -> dict | None:
+        """The entries filled under ``epoch`` (a new, empty dict when the epoch moved on); None
+        when the epoch is unknown (nothing may be kept across requests then)."""
+        if epoch is None:
+            return None
+        state = self._state
+        if state[0] != epoch or len(state[1]) > MAX_ENTRIES:
+            state = self._state = (epoch, {})  # one assignment: readers see the old or the new pair
+        return state[1]
+
+    def get(self, key: Any, load, epoch: str | None = _UNSET):
+        """The value of ``key`` under the request's epoch; ``load()`` computes it on a miss (and
+        on every call when there is no epoch)."""
+        entries = self.entries(request_epoch() if epoch is _UNSET else epoch)
+        if entries is None:
+            return load()
+        value = entries.get(key, _UNSET)
+        if value is _UNSET:
+            self.misses += 1
+            value = entries[key] = load()
+        else:
+            self.hits += 1
+        return value
+
+
+def cache() -> AuthCache:
+    return current_app.extensions["crm"].auth
+
+
+def request_epoch() -> str | None:
+    """This request's auth epoch: what crm_meta.web.live read before dispatching it, else read once
+    here (None outside a request, or when the database has no epoch)."""
+    if not has_request_context():
+        return None
+    epoch = request.environ.get(ENVIRON_KEY, _UNSET)
+    if epoch is _UNSET:
+        epoch = g.get("crm_auth_epoch", _UNSET)
+        if epoch is _UNSET:
+            try:
+                epoch = current_app.extensions["crm"].db.session.execute(text(READ_SQL)).scalar()
+            except Exception:  # noqa: BLE001 — no state table yet: nothing is kept
+                epoch = None
+            g.crm_auth_epoch = epoch
+    return epoch
+
+
+def who_of(user, roles) -> Who:
+    return Who(int(user.id), user.username, bool(user.is_active),
+               tuple(sorted({r.id for r in roles})), frozenset(r.name for r in roles))
+
+
+def bearer_claims() -> dict | None:
+    """The claims of the request's ``Authorization: Bearer <token>`` when it is a valid access
+    token (signature, expiry and the app's JWT settings checked by flask_jwt_extended); None for
+    anything else — the caller then takes flask_jwt_extended's own path, which says why."""
+    from flask_jwt_extended import decode_token
+    from flask_jwt_extended.config import config
+    from flask_jwt_extended.default_callbacks import default_blocklist_callback, default_token_verification_callback
+
+    manager = current_app.extensions["flask-jwt-extended"]
+    if manager._token_in_blocklist_callback is not default_blocklist_callback \
+            or manager._token_verification_callback is not default_token_verification_callback:
+        return None  # revocation or custom checks configured: flask_jwt_extended's path runs them
+    if "headers" not in config.token_location or config.header_name != "Authorization" \
+            or config.header_type != "Bearer" or request.method in config.exempt_methods:
+        return None
+    parts = request.headers.get("Authorization", "").split()
+    if len(parts) != 2 or parts[0] != "Bearer":
+        return None
+    try:
+        claims = decode_token(parts[1])
+    except Exception:  # noqa: BLE001 — invalid, expired, malformed: not ours to explain
+        return None
+    if claims.get("type") != "access":
+        return None
+    return claims

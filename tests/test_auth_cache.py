@@ -1,0 +1,186 @@
+"""Who asks is remembered across requests while the auth epoch holds (crm_meta.web.principals), and a
+change of anyone's rights takes effect on the very next request — whoever made it: here with plain
+SQL on a connection of its own, as a script or another worker would (database triggers move the
+epoch, crm_meta.db.auth_epoch). SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from sqlalchemy import event, text
+from support import Api, login
+
+from crm_meta.db import auth_epoch
+
+
+def _password() -> str:
+    return secrets.token_urlsafe(12) + "a1"
+
+
+class Shop:
+    """Sales reps in `sales`, `sales_east` (under `sales`) and `service`, a manager of `sales`, and a
+    customer of each rep (a record belongs to its owner's department)."""
+
+    def __init__(self, app):
+        from crm_meta.services.dictionaries import Dictionaries
+        from crm_meta.services.members import set_member
+        from crm_meta.services.records import Actor, RecordService
+        from factories import api_record
+
+        self.app, self.passwords, self.ids, self.customers = app, {}, {}, {}
+        with app.app_context():
+            b = app.extensions["crm"]
+            sm, session = app.appbuilder.sm, b.db.session
+            for name, role, dept in (("rep", "sales_rep", "sales"), ("other", "sales_rep", "service"),
+                                     ("east", "sales_rep", "sales_east"),
+                                     ("boss", "sales_manager", "sales")):
+                pw = self.passwords[name] = _password()
+                user = sm.add_user(name, name, "T", f"{name}@t.invalid", sm.find_role(role), pw)
+                set_member(session, b.registry, b.models.system["member"], user.id, dept)
+                self.ids[name] = user.id
+            session.commit()
+            dicts = Dictionaries.load(session, b.models.system["dict_item"])
+            customer = b.registry.entity("customer")
+            for name in ("rep", "other", "east"):
+                body = api_record(customer, {}, self.ids[name], dicts)
+                obj = RecordService(session, b.models, "customer", Actor(self.ids[name]), dicts).create(body)
+                self.customers[name] = obj.id
+            session.commit()
+            self.engine = b.db.engine
+
+    def api(self, name: str) -> Api:
+        client = self.app.test_client()
+        resp = client.post("/api/v1/security/login",
+                           json={"username": name, "password": self.passwords[name], "provider": "db"})
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        return Api(client, resp.json["access_token"])
+
+    def sql(self, statement: str, **params) -> None:
+        """Run ``statement`` on a connection of its own and commit (not through the app)."""
+        with self.engine.connect() as conn:
+            conn.execute(text(statement), params)
+            conn.commit()
+
+    def epoch(self) -> str:
+        with self.engine.connect() as conn:
+            return auth_epoch.read(conn)
+
+    def listed(self, api: Api) -> set[int] | int:
+        resp = api.get("/api/v1/customer/")
+        return set(resp.json["ids"]) if resp.status_code == 200 else resp.status_code
+
+
+@pytest.fixture
+def shop(make_app) -> Shop:
+    return Shop(make_app(CRM_DISABLED_PLUGINS="crm_lifecycle"))
+
+
+def _statements(engine, call) -> list[str]:
+    seen: list[str] = []
+    listener = lambda *args: seen.append(" ".join(args[2].split()))  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    return seen
+
+
+WHO_TABLES = ("ab_user", "ab_role", "ab_permission", "ab_view_menu", "crm_member", "crm_dict_item")
+
+
+def test_a_repeated_read_asks_the_database_nothing_about_who_asks(shop):
+    """The first request of a user loads who they are; the next ones only run their own work."""
+    for name in ("rep", "boss"):
+        api = shop.api(name)
+        first = _statements(shop.engine, lambda: api.get("/api/v1/customer/"))
+        assert any(t in s for s in first for t in WHO_TABLES), first  # loaded once …
+        again = _statements(shop.engine, lambda: api.get("/api/v1/customer/"))
+        assert again and not [s for s in again if any(t in s for t in WHO_TABLES)], again  # … then remembered
+        show = f"/api/v1/customer/{shop.customers['rep']}"
+        api.get(show)  # the dictionaries' items, read by the first record page of this epoch
+        one = _statements(shop.engine, lambda: api.get(show))
+        assert not [s for s in one if any(t in s for t in WHO_TABLES)], one
+
+
+def test_a_revoked_permission_refuses_the_next_request(shop):
+    rep = shop.api("rep")
+    assert shop.listed(rep) == {shop.customers["rep"]}
+    grant = ("SELECT pvr.id FROM ab_permission_view_role pvr JOIN ab_role r ON r.id = pvr.role_id "
+             "JOIN ab_permission_view pv ON pv.id = pvr.permission_view_id "
+             "JOIN ab_permission p ON p.id = pv.permission_id JOIN ab_view_menu v ON v.id = pv.view_menu_id "
+             "WHERE r.name = 'sales_rep' AND p.name = 'can_read' AND v.name = 'customer'")
+    with shop.engine.connect() as conn:
+        row = conn.execute(text(grant.replace("pvr.id", "pvr.id, pvr.permission_view_id, pvr.role_id"))).one()
+    shop.sql("DELETE FROM ab_permission_view_role WHERE id = :id", id=row[0])
+    assert shop.listed(rep) == 403
+    assert rep.get(f"/api/v1/customer/{shop.customers['rep']}").status_code == 403
+    shop.sql("INSERT INTO ab_permission_view_role (id, permission_view_id, role_id) VALUES (:id, :pv, :r)",
+             id=row[0], pv=row[1], r=row[2])
+    assert shop.listed(rep) == {shop.customers["rep"]}
+
+
+def test_a_deactivated_user_is_refused_on_the_next_request(shop):
+    rep = shop.api("rep")
+    assert shop.listed(rep) == {shop.customers["rep"]}
+    shop.sql("UPDATE ab_user SET active = :no WHERE id = :id", no=False, id=shop.ids["rep"])
+    assert shop.listed(rep) == 401
+    shop.sql("UPDATE ab_user SET active = :yes WHERE id = :id", yes=True, id=shop.ids["rep"])
+    assert shop.listed(rep) == {shop.customers["rep"]}
+
+
+def test_a_new_role_or_department_changes_what_the_next_request_sees(shop):
+    boss = shop.api("boss")
+    assert shop.listed(boss) == {shop.customers["rep"], shop.customers["east"]}  # department_tree of `sales`
+    shop.sql("UPDATE crm_member SET department = 'service' WHERE user_id = :id", id=shop.ids["boss"])
+    assert shop.listed(boss) == {shop.customers["other"]}  # now over `service`
+    other = shop.api("other")
+    assert shop.listed(other) == {shop.customers["other"]}  # own records only
+    shop.sql("UPDATE ab_user_role SET role_id = (SELECT id FROM ab_role WHERE name = 'marketing') "
+             "WHERE user_id = :id", id=shop.ids["other"])
+    assert shop.listed(other) >= {shop.customers["rep"], shop.customers["other"]}  # marketing reads all
+
+
+def test_a_moved_department_tree_changes_the_next_request(shop):
+    """`sales_east` under `sales`: the manager of `sales` sees its records; moved out, no more."""
+    boss = shop.api("boss")
+    assert shop.listed(boss) == {shop.customers["rep"], shop.customers["east"]}
+    shop.sql("UPDATE crm_dict_item SET attrs = :a WHERE dictionary = 'department' AND code = 'sales_east'",
+             a='{"parent": null}')
+    assert shop.listed(boss) == {shop.customers["rep"]}
+
+
+def test_the_epoch_moves_with_rights_and_not_with_sign_ins(shop):
+    before = shop.epoch()
+    assert before
+    shop.api("rep")  # a sign-in writes last_login and login_count: no one's rights changed
+    assert shop.epoch() == before
+    shop.sql("UPDATE ab_user SET first_name = 'Renamed' WHERE id = :id", id=shop.ids["rep"])
+    assert shop.epoch() == before
+    shop.sql("UPDATE ab_role SET name = 'sales_rep' WHERE name = 'sales_rep'")
+    assert shop.epoch() != before
+
+
+def test_a_browser_session_sees_a_revoked_permission_at_once(shop):
+    browser = login(shop.app.test_client(), "rep", shop.passwords["rep"])
+    assert browser.get("/customer/list/").status_code == 200
+    shop.sql("DELETE FROM ab_permission_view_role WHERE role_id = (SELECT id FROM ab_role WHERE name = 'sales_rep') "
+             "AND permission_view_id IN (SELECT pv.id FROM ab_permission_view pv "
+             "JOIN ab_permission p ON p.id = pv.permission_id JOIN ab_view_menu v ON v.id = pv.view_menu_id "
+             "WHERE p.name = 'can_read' AND v.name = 'customer')")
+    assert browser.get("/customer/list/").status_code != 200
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_lost_trigger_is_put_back_at_the_next_start(make_app):
+    app = make_app(CRM_DISABLED_PLUGINS="crm_lifecycle")
+    with app.app_context():
+        engine = app.extensions["crm"].db.engine
+    name = auth_epoch.trigger_name("crm_member", "u")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"DROP TRIGGER {name}")
+        conn.commit()
+    make_app(CRM_DISABLED_PLUGINS="crm_lifecycle")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                                    (name,)).scalar() == 1
