@@ -7,6 +7,7 @@ permission guarded by FAB's own decorator. SQLite and PostgreSQL.
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import timedelta
 
 import pytest
@@ -98,8 +99,8 @@ def test_outcomes_are_fabs(app):
 
 def test_one_token_verification_per_request_and_the_user_loaded_once(app, monkeypatch):
     """What made FAB's decorator slow: the token decoded and the user loaded twice per request. Now a
-    read decodes the token once, and loads its user only on the first request of the auth epoch
-    (crm_meta.web.principals)."""
+    read verifies a token the first time it is seen, and loads its user on the first request of the
+    auth epoch (crm_meta.web.principals)."""
     import flask_jwt_extended
 
     client = app.test_client()
@@ -122,4 +123,20 @@ def test_one_token_verification_per_request_and_the_user_loaded_once(app, monkey
     assert calls == {"decode": 1, "user": 1}
     resp = client.get("/api/v1/customer/", headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 200
-    assert calls == {"decode": 2, "user": 1}
+    assert calls == {"decode": 1, "user": 1}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_remembered_token_is_refused_once_it_expires(app):
+    from flask_jwt_extended import create_access_token
+
+    client = app.test_client()
+    with app.app_context():
+        admin_id = app.appbuilder.sm.find_user(username="admin").id
+        token = create_access_token(identity=str(admin_id), fresh=True, expires_delta=timedelta(seconds=1))
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/customer/", headers=headers).status_code == 200
+    assert client.get("/api/v1/customer/", headers=headers).status_code == 200  # verified before: remembered
+    time.sleep(1.3)
+    resp = client.get("/api/v1/customer/", headers=headers)
+    assert resp.status_code == 401 and "expired" in resp.get_data(as_text=True).lower()

@@ -12,7 +12,7 @@ from crm_meta.db.tables import ModelSet
 from crm_meta.services.dictionaries import Dictionaries
 from crm_meta.services.records import Actor, RecordService
 from crm_meta.web.i18n import current_lang
-from crm_meta.web.principals import AuthCache, Who
+from crm_meta.web.principals import AuthCache, TokenCache, Who
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Build:
     models: ModelSet
     db: Any  # the Flask-SQLAlchemy extension
     auth: AuthCache = field(default_factory=AuthCache)  # users, grants and policies per auth epoch
+    tokens: TokenCache = field(default_factory=TokenCache)  # bearer tokens verified, with their claims
 
     @property
     def registry(self):
