@@ -414,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                                f"in {r['load']['load_s']:.1f}s, with ANALYZE {r['load']['load_and_analyze_s']:.1f}s, "
                                f"create_app {r['create_app_s']:.2f}s" for r in results))
     print("Statements per list request: " + "; ".join(
-        f"{r['backend']}: {r['statements_per_request']}" for r in results) + "  (-v prints them)")
+        f"{r['backend']}: {r['statements_per_request']}" for r in results) + "  (-v prints them), plus the "
+          "per-request state read (schema generation, auth epoch) on crm_meta.web.live's own connection")
     print()
     goals = []
     for r in results:

@@ -21,7 +21,8 @@
    engine, for each user kind, over several requests (``--show-sql`` prints them); and again on
    SQLite with ``--small-rows`` customers for the same schema and for a bigger one (a temp copy of
    ``schemas/`` plus a file declaring 20 more roles and 40 more customer fields via ``extend:``;
-   the rep and the manager then hold 11 roles each). Goal: constant and <= 6.
+   the rep and the manager then hold 11 roles each). Goal: constant (the same counts, request by
+   request, for every user and schema) and <= 6.
 3. **Role sync**: a temp schema of 100 entities x 20 fields (bench/startup.py's generator) plus 10
    roles with a grant on every entity, booted on SQLite with the engine's built-in plugins only:
    the first boot (and the ``sync_permissions`` call inside it), the no-op check, a forced re-sync
@@ -734,16 +735,22 @@ def report(results: dict, args) -> None:
                           _common.goal(p95 <= GOAL_P95_MS)])
             goals.append([f"{k} p95 <= {GOAL_VS_ADMIN}x admin", r["backend"],
                           f"{p95 / admin95:.2f}x ({admin95:.1f} ms admin)", _common.goal(p95 <= GOAL_VS_ADMIN * admin95)])
-    counts = set()
+    # constant for every user, database and schema size. A user's first request of an auth epoch
+    # loads who they are (the schema-size part starts with it); the next ones do not.
+    first, later = set(), set()
     for r in lists:
         for k in KINDS:
-            counts |= set(r["statements"][k]["counts"])
+            later |= set(r["statements"][k]["counts"])  # measured after the timed requests: warm
     for s in (sizes or {}).values():
         for k in KINDS:
-            counts |= set(s["statements"][k]["counts"])
+            first.add(s["statements"][k]["counts"][0])
+            later |= set(s["statements"][k]["counts"][1:])
+    counts = first | later
     if counts:
-        goals.append(["SQL statements constant", "all", "/".join(map(str, sorted(counts))),
-                      _common.goal(len(counts) == 1)])
+        goals.append(["SQL statements constant", "all",
+                      f"{'/'.join(map(str, sorted(later)))} per request"
+                      + (f" (a user's first of an auth epoch: {'/'.join(map(str, sorted(first)))})" if first else ""),
+                      _common.goal(len(later) == 1 and len(first) <= 1)])
         goals.append([f"SQL statements <= {GOAL_STATEMENTS}", "all", str(max(counts)),
                       _common.goal(max(counts) <= GOAL_STATEMENTS)])
     if sync:
