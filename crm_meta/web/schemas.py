@@ -145,8 +145,14 @@ class RowWriter:
         out = []
         for i, obj in enumerate(objs):
             row = {}
+            loaded = getattr(obj, "__dict__", {})  # a mapped object's loaded attributes (no descriptor call)
             for key, attr, known, plain, ser, kind, given in plan:
-                value = getattr(obj, attr, _MISSING) if given is None else given[i]
+                if given is not None:
+                    value = given[i]
+                else:
+                    value = loaded.get(attr, _MISSING)
+                    if value is _MISSING:  # not loaded (or not an instance attribute): as marshmallow reads it
+                        value = getattr(obj, attr, _MISSING)
                 if value is _MISSING:
                     continue
                 if not (known and (value is None or type(value) is plain)):
