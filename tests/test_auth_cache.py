@@ -184,3 +184,40 @@ def test_a_lost_trigger_is_put_back_at_the_next_start(make_app):
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?",
                                     (name,)).scalar() == 1
+
+
+def test_a_change_made_through_another_worker_is_seen_by_this_one(shop, make_app):
+    """Two apps on one database, as two gunicorn workers: the admin deactivates a user on Flask-
+    AppBuilder's user screen of one, the other refuses the user's token at its next request; the
+    command line of the first moves the manager to another department, the second lists by it."""
+    from support import ADMIN_PASSWORD, csrf_token
+
+    worker = make_app(CRM_DISABLED_PLUGINS="crm_lifecycle")  # the second worker
+
+    def sign_in(name: str) -> Api:
+        client = worker.test_client()
+        resp = client.post("/api/v1/security/login",
+                           json={"username": name, "password": shop.passwords[name], "provider": "db"})
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        return Api(client, resp.json["access_token"])
+
+    rep, boss = sign_in("rep"), sign_in("boss")
+    assert shop.listed(rep) == {shop.customers["rep"]}
+    assert shop.listed(boss) == {shop.customers["rep"], shop.customers["east"]}
+
+    admin = login(shop.app.test_client(), "admin", ADMIN_PASSWORD)
+    url = f"/users/edit/{shop.ids['rep']}"
+    form = {"first_name": "rep", "last_name": "T", "username": "rep", "email": "rep@t.invalid",
+            "roles": [str(_role_id(shop, "sales_rep"))], "csrf_token": csrf_token(admin, url)}  # `active` unticked
+    resp = admin.post(url, data=form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    assert shop.listed(rep) == 401
+
+    result = shop.app.test_cli_runner().invoke(args=["crm", "member", "boss", "service"])
+    assert result.exit_code == 0, result.output
+    assert shop.listed(boss) == {shop.customers["other"]}
+
+
+def _role_id(shop, name: str) -> int:
+    with shop.engine.connect() as conn:
+        return conn.execute(text("SELECT id FROM ab_role WHERE name = :n"), {"n": name}).scalar()
