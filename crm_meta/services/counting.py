@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import weakref
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -21,6 +22,7 @@ PLAN_CACHE_SIZE = 1024
 
 _sizes: dict[tuple[str, str], tuple[float, float]] = {}  # (database url, table) → (rows, when read)
 _plans: dict[tuple, tuple[float, float]] = {}  # (database url, SQL, values) → (planned rows, when read)
+_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # statement → (dialect, SQL, values)
 _lock = threading.Lock()
 
 
@@ -44,11 +46,17 @@ def _planned_rows(session: Any, stmt) -> float:
     request of an unfiltered list) asks the planner at most once a minute per process, as the table
     sizes above (a round trip saved per list request)."""
     bind = session.get_bind()
-    compiled = getattr(stmt, "statement", stmt).compile(  # an ORM Query or a select; IN lists expanded
-        dialect=bind.dialect, compile_kwargs={"render_postcompile": True})
-    sql = str(compiled)
+    stmt = getattr(stmt, "statement", stmt)  # an ORM Query or a select
+    with _lock:
+        done = _compiled.get(stmt)
+    if done is None or done[0] is not bind.dialect:  # a statement kept by its caller compiles once
+        compiled = stmt.compile(dialect=bind.dialect, compile_kwargs={"render_postcompile": True})  # IN expanded
+        done = (bind.dialect, str(compiled), compiled.params)
+        with _lock:
+            _compiled[stmt] = done
+    _, sql, params = done
     try:
-        key = (str(bind.url), sql, tuple(sorted((k, repr(v)) for k, v in compiled.params.items())))
+        key = (str(bind.url), sql, tuple(sorted((k, repr(v)) for k, v in params.items())))
     except TypeError:  # pragma: no cover - unorderable parameter names: ask every time
         key = None
     now = time.monotonic()
@@ -57,7 +65,7 @@ def _planned_rows(session: Any, stmt) -> float:
             hit = _plans.get(key)
         if hit and now - hit[1] < PLAN_REFRESH_S:
             return hit[0]
-    plan = session.connection().exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, compiled.params).scalar()
+    plan = session.connection().exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params).scalar()
     plan = json.loads(plan) if isinstance(plan, str) else plan
     rows = float(plan[0]["Plan"]["Plan Rows"])
     if key is not None:

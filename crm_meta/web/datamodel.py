@@ -3,6 +3,7 @@ capped counts and a quick text search that never probes masked values."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from flask_appbuilder.models.filters import Filters
@@ -19,6 +20,37 @@ from crm_meta.web import context
 # Counting a constant lets the database answer from an index alone (an index on owner_id holds no
 # `id`: counting ids made PostgreSQL visit ~9,000 heap pages for a rep's 10,000 rows, bench/policy.py).
 ONE = literal_column("1")
+
+
+PLANS_PER_POLICY = 64  # page plans kept per user's policy (a bound: search terms are endless)
+
+
+@dataclass(frozen=True)
+class PagePlan:
+    """The statements of one list page: ``counted`` (the page with its capped count and the codes
+    of ``folded`` multi-value fields as columns), ``estimated`` (the same without the count, when
+    the planner's estimate says "10,000+"), the count ``selects`` (for the planner and for an empty
+    page) — or ``plain``, FAB's query as it is (selected columns: no extra column)."""
+
+    selects: list
+    wide: bool
+    counted: Any = None
+    estimated: Any = None
+    folded: tuple = ()
+    plain: Any = None
+
+
+def _plan_key(model, filters, order_column, order_direction, page, page_size, search, codes):
+    """What a page's statements depend on besides the user's policy; None when a filter value is
+    not plain data (the plan is then built for this request only)."""
+    try:
+        active = () if filters is None else tuple(
+            (f.column_name, type(f).__module__, type(f).__qualname__, json.dumps(v, sort_keys=True))
+            for f, v in zip(filters.filters, filters.values))
+    except (TypeError, ValueError):
+        return None
+    return (model, active, order_column or "", order_direction or "", page, page_size,
+            (search or "").strip()[:100], tuple(codes))
 
 
 def _like(term: str) -> str:
@@ -153,42 +185,68 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
         database allows. The capped count rides on the page's statement as a scalar subquery (unless
         it is the planner's estimate, or the page is empty); with ``codes`` (multi-value field names)
         the rows' codes come as aggregates of that statement too, instead of one more statement
-        loading the link rows — the rows' links are then left unloaded (read on access)."""
+        loading the link rows — the rows' links are then left unloaded (read on access).
+
+        With ``codes`` the statements are built once per user's policy and request shape (filters,
+        order, page, search) and kept on the policy (``Policy.memo``): building them — FAB's filters
+        and ordering, the row scope, the count parts — cost a third of the page's time."""
+        if codes is None or select_columns or outer_default_load or not self.entity_name:
+            plan = self._plan(filters, order_column, order_direction, page, page_size, select_columns,
+                              outer_default_load, search, codes)
+        else:
+            key = _plan_key(self.obj, filters, order_column, order_direction, page, page_size, search, codes)
+            memo = context.policy().memo
+            plan = memo.get(key) if key is not None else None
+            if plan is None:
+                plan = self._plan(filters, order_column, order_direction, page, page_size, select_columns,
+                                  outer_default_load, search, codes)
+                if key is not None:
+                    if len(memo) >= PLANS_PER_POLICY:
+                        memo.clear()
+                    memo[key] = plan
+        estimated = plan.wide and counting.above_cap(self.session, self.obj.__table__.name, plan.selects, COUNT_CAP)
+        if plan.plain is not None:
+            rows = plan.plain.all()
+            return (COUNT_CAP if estimated else counting.capped_count(self.session, plan.selects, COUNT_CAP)), rows, {}
+        result = self.session.execute(plan.estimated if estimated else plan.counted).all()
+        rows = [r[0] for r in result]
+        first = 1 if estimated else 2
+        if estimated:  # the planner is sure: "10,000+" without walking 10,001 rows
+            count = COUNT_CAP
+        elif result:  # the count rode on the page's statement
+            count = min(result[0][1], COUNT_CAP)
+        else:  # an empty page: nothing carried the count
+            count = counting.capped_count(self.session, plan.selects, COUNT_CAP)
+        decode = _CODES_DECODERS[self.session.get_bind().dialect.name]
+        values = {name: [decode(r[first + i]) for r in result] for i, name in enumerate(plan.folded)}
+        return count, rows, values
+
+    def _plan(self, filters, order_column, order_direction, page, page_size, select_columns,
+              outer_default_load, search, codes) -> "PagePlan":
         unscoped = self.text_search(self.session.query(self.obj), search)
         query = self.scoped(unscoped)
         ones = self.text_search(self.session.query(ONE).select_from(self.obj), search)
         parts = context.policy().count_parts(self.entity_name, self.obj) if self.entity_name else None
         if parts:  # disjoint parts of the row scope, each counted up to the cap, in one statement
             counted = self.apply_filters(ones, filters).order_by(None)
-            selects = [counted.filter(p) for p in parts]
+            selects = [counted.filter(p).statement for p in parts]
         else:
-            selects = [self.apply_filters(self.scoped(ones), filters).order_by(None)]
+            selects = [self.apply_filters(self.scoped(ones), filters).order_by(None).statement]
         # An `own` scope is about one person's records: counted exactly, no planner round trip first.
         wide = bool(parts) or context.policy().access(self.entity_name).scope in ("all", None) \
             if self.entity_name else True
-        estimated = wide and counting.above_cap(self.session, self.obj.__table__.name, selects, COUNT_CAP)
         query = self.apply_all(query, filters, order_column, order_direction, page, page_size,
                                select_columns, outer_default_load)
-        columns = [] if estimated or select_columns else [counting.capped_total(selects, COUNT_CAP).label("crm_count")]
         folded = self._codes_columns(codes) if codes is not None and not select_columns else {}
         if codes is not None:  # links not loaded: those folded, and those the caller will not read
             unread = [f for f in self.multi_fields if f in folded or f not in codes]
             query = query.options(*(lazyload(getattr(self.obj, f"{f}_links")) for f in unread))
-        columns += folded.values()
-        if not columns:
-            rows = query.all()
-            return (COUNT_CAP if estimated else counting.capped_count(self.session, selects, COUNT_CAP)), rows, {}
-        result = query.add_columns(*columns).all()
-        rows = [r[0] for r in result]
-        if estimated:  # the planner is sure: "10,000+" without walking 10,001 rows
-            count, first = COUNT_CAP, 1
-        elif result:  # the count rode on the page's statement
-            count, first = min(result[0][1], COUNT_CAP), 2
-        else:  # an empty page: nothing carried the count
-            count, first = counting.capped_count(self.session, selects, COUNT_CAP), 2
-        decode = _CODES_DECODERS[self.session.get_bind().dialect.name]
-        values = {name: [decode(r[first + i]) for r in result] for i, name in enumerate(folded)}
-        return count, rows, values
+        if select_columns:  # FAB's query of chosen columns, and its count, as FAB runs them
+            return PagePlan(selects, wide, plain=query)
+        count_column = counting.capped_total(selects, COUNT_CAP).label("crm_count")
+        counted = query.add_columns(count_column, *folded.values()).statement
+        estimated = query.add_columns(*folded.values()).statement if folded else query.statement
+        return PagePlan(selects, wide, counted=counted, estimated=estimated, folded=tuple(folded))
 
     def query(self, filters=None, order_column="", order_direction="", page=None, page_size=None,
               select_columns=None, outer_default_load=False, search: str | None = None):
