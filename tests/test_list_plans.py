@@ -1,5 +1,5 @@
 """A list's statements are built once per user's policy and request shape and then reused
-(``EntityInterface.page``, ``Policy.memo``): every part of the shape must still be honoured when the
+(``EntityInterface.page``, ``crm_meta.web.principals.Plans``): every part of the shape must still be honoured when the
 same user asks again in turn — filters, their values, search, order, page and page size — and a
 record saved between two identical requests shows in the second. SQLite and PostgreSQL."""
 from __future__ import annotations

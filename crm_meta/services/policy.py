@@ -59,9 +59,6 @@ class Policy:
         self.member_table = member_table
         self._access: dict[str, EntityAccess] = {}
         self._below: dict[str, frozenset[str]] = {}
-        # what callers derive from this policy alone (the web layer's list statements), kept as long
-        # as the policy is (a request, or an auth epoch in crm_meta.web.principals)
-        self.memo: dict = {}
 
     # what the user may do -----------------------------------------------------------------
     @property

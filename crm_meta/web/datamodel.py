@@ -22,9 +22,6 @@ from crm_meta.web import context
 ONE = literal_column("1")
 
 
-PLANS_PER_POLICY = 64  # page plans kept per user's policy (a bound: search terms are endless)
-
-
 @dataclass(frozen=True)
 class PagePlan:
     """The statements of one list page: ``counted`` (the page with its capped count and the codes
@@ -188,22 +185,22 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
         loading the link rows — the rows' links are then left unloaded (read on access).
 
         With ``codes`` the statements are built once per user's policy and request shape (filters,
-        order, page, search) and kept on the policy (``Policy.memo``): building them — FAB's filters
-        and ordering, the row scope, the count parts — cost a third of the page's time."""
+        order, page, search) and kept while the auth epoch holds (``principals.Plans``, the most
+        recently used): building them — FAB's filters and ordering, the row scope, the count
+        parts — cost a third of the page's time."""
         if codes is None or select_columns or outer_default_load or not self.entity_name:
             plan = self._plan(filters, order_column, order_direction, page, page_size, select_columns,
                               outer_default_load, search, codes)
         else:
             key = _plan_key(self.obj, filters, order_column, order_direction, page, page_size, search, codes)
-            memo = context.policy().memo
-            plan = memo.get(key) if key is not None else None
+            plans = context.build().auth.plans() if key is not None else None
+            key = (context.policy(), key)  # the policy itself: kept with the plan, never mistaken for another
+            plan = plans.get(key) if plans is not None else None
             if plan is None:
                 plan = self._plan(filters, order_column, order_direction, page, page_size, select_columns,
                                   outer_default_load, search, codes)
-                if key is not None:
-                    if len(memo) >= PLANS_PER_POLICY:
-                        memo.clear()
-                    memo[key] = plan
+                if plans is not None:
+                    plans.put(key, plan)
         estimated = plan.wide and counting.above_cap(self.session, self.obj.__table__.name, plan.selects, COUNT_CAP)
         if plan.plain is not None:
             rows = plan.plain.all()

@@ -15,7 +15,9 @@ order and answers) and ``crm_meta.services.policy``; this only remembers what th
 """
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from crm_meta.db.auth_epoch import READ_SQL
 
 ENVIRON_KEY = "crm.auth_epoch"  # set by crm_meta.web.live from its per-request state read
 MAX_ENTRIES = 20_000  # a bound on memory: past it the cache starts over (each entry is small)
+MAX_PLANS = 512  # list plans kept, least recently used dropped first (~18 MB at most)
 _UNSET = object()
 
 
@@ -47,23 +50,57 @@ class Who:
         return self.active
 
 
+class Plans:
+    """The most recently used list plans (``crm_meta.web.datamodel.PagePlan``), at most ``size``:
+    a plan holds its statements (~36 KB), and users × filters × search terms are endless."""
+
+    def __init__(self, size: int = MAX_PLANS) -> None:
+        self.size = size
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            found = self._data.get(key)
+            if found is not None:
+                self._data.move_to_end(key)
+            return found
+
+    def put(self, key, plan) -> None:
+        with self._lock:
+            self._data[key] = plan
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 class AuthCache:
-    """One app's memory of users, grants and policies, valid for one auth epoch at a time."""
+    """One app's memory of users, grants and policies — and the list plans built under those
+    policies — valid for one auth epoch at a time."""
 
     def __init__(self) -> None:
-        self._state: tuple[str | None, dict] = (None, {})
+        self._state: tuple[str | None, dict, Plans] = (None, {}, Plans())
         self.hits = 0
         self.misses = 0
+
+    def _current(self, epoch: str) -> tuple[str | None, dict, Plans]:
+        state = self._state
+        if state[0] != epoch or len(state[1]) > MAX_ENTRIES:
+            state = self._state = (epoch, {}, Plans())  # one assignment: readers see the old or the new
+        return state
 
     def entries(self, epoch: str | None) -> dict | None:
         """The entries filled under ``epoch`` (a new, empty dict when the epoch moved on); None
         when the epoch is unknown (nothing may be kept across requests then)."""
-        if epoch is None:
-            return None
-        state = self._state
-        if state[0] != epoch or len(state[1]) > MAX_ENTRIES:
-            state = self._state = (epoch, {})  # one assignment: readers see the old or the new pair
-        return state[1]
+        return None if epoch is None else self._current(epoch)[1]
+
+    def plans(self, epoch: str | None = _UNSET) -> Plans | None:
+        """The list plans of the request's epoch (None: nothing is kept across requests)."""
+        epoch = request_epoch() if epoch is _UNSET else epoch
+        return None if epoch is None else self._current(epoch)[2]
 
     def get(self, key: Any, load, epoch: str | None = _UNSET):
         """The value of ``key`` under the request's epoch; ``load()`` computes it on a miss (and
