@@ -66,3 +66,14 @@ def test_a_record_saved_between_two_identical_requests_shows_in_the_second(app, 
     new = api.post("/api/v1/customer/", json=body).json["id"]
     after = _list(api, q)
     assert after["count"] == 4 and after["ids"][0] == new
+
+
+def test_the_plan_store_keeps_the_most_recently_used_within_its_bound():
+    from crm_meta.web.principals import Plans
+
+    plans = Plans(size=2)
+    plans.put("a", 1)
+    plans.put("b", 2)
+    assert plans.get("a") == 1  # a is now the most recent
+    plans.put("c", 3)
+    assert len(plans) == 2 and plans.get("b") is None and plans.get("a") == 1 and plans.get("c") == 3
