@@ -221,3 +221,65 @@ def test_a_change_made_through_another_worker_is_seen_by_this_one(shop, make_app
 def _role_id(shop, name: str) -> int:
     with shop.engine.connect() as conn:
         return conn.execute(text("SELECT id FROM ab_role WHERE name = :n"), {"n": name}).scalar()
+
+
+def test_a_write_that_is_rolled_back_leaves_nothing_in_the_cache(shop):
+    """A write request that changes a watched table and then reads rights (before its commit) must
+    not keep what it read for others: the change may be rolled back, and the epoch would not move."""
+    from crm_meta.web import context
+
+    boss = shop.api("boss")
+    assert shop.listed(boss) == {shop.customers["rep"], shop.customers["east"]}
+    epoch = shop.epoch()
+    app = shop.app
+    with app.test_request_context("/api/v1/customer/", method="POST", environ_base={"crm.auth_epoch": epoch},
+                                  headers=boss.headers):
+        b = app.extensions["crm"]
+        session = b.db.session
+        session.execute(text("UPDATE crm_member SET department = 'service' WHERE user_id = :id"),
+                        {"id": shop.ids["boss"]})
+        b.auth.entries(epoch).clear()  # whatever the reads above cached: this write must load afresh
+        assert context.policy().principal.department == "service"  # the write sees its own change …
+        assert len(b.auth.entries(epoch)) == 0  # … and keeps none of it
+        session.rollback()
+    assert shop.epoch() == epoch
+    assert shop.listed(boss) == {shop.customers["rep"], shop.customers["east"]}
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_installs_in_two_schemas_keep_their_own_epoch(db_url):
+    """PostgreSQL: a database shared by two installs in two schemas — each gets its own triggers and
+    its changes move its own epoch, whatever the writer's search_path."""
+    from sqlalchemy import create_engine
+
+    base = create_engine(db_url)
+    try:
+        with base.begin() as conn:
+            for schema in ("tenant_a", "tenant_b"):
+                conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+                conn.exec_driver_sql(f"CREATE TABLE {schema}.crm_schema_state (key text PRIMARY KEY, value text)")
+                conn.exec_driver_sql(f"CREATE TABLE {schema}.crm_member (user_id int PRIMARY KEY, department text)")
+        engines = {s: create_engine(db_url, connect_args={"options": f"-csearch_path={s}"})
+                   for s in ("tenant_a", "tenant_b")}
+        for engine in engines.values():
+            auth_epoch.install(engine)
+
+        def epochs() -> dict[str, str]:
+            with base.connect() as conn:
+                return {s: conn.exec_driver_sql(f"SELECT value FROM {s}.crm_schema_state WHERE key = 'auth_epoch'")
+                        .scalar() for s in engines}
+
+        before = epochs()
+        with engines["tenant_b"].begin() as conn:
+            conn.exec_driver_sql("INSERT INTO crm_member VALUES (1, 'sales')")
+        moved = epochs()
+        assert moved["tenant_b"] != before["tenant_b"] and moved["tenant_a"] == before["tenant_a"]
+        with base.begin() as conn:  # search_path public: the table named with its schema
+            conn.exec_driver_sql("UPDATE tenant_a.crm_member SET department = 'x'")
+            conn.exec_driver_sql("INSERT INTO tenant_a.crm_member VALUES (2, 'service')")
+        after = epochs()
+        assert after["tenant_a"] != moved["tenant_a"] and after["tenant_b"] == moved["tenant_b"]
+        for engine in engines.values():
+            engine.dispose()
+    finally:
+        base.dispose()

@@ -39,10 +39,14 @@ OPERATIONS = {"i": "INSERT", "u": "UPDATE", "d": "DELETE"}
 LOCK_ID = 7262012
 
 SQLITE_BUMP = f"UPDATE crm_schema_state SET value = lower(hex(randomblob(12))) WHERE key = '{KEY}'"
+# The epoch of the schema the changed table is in (TG_TABLE_SCHEMA), whatever the writer's search_path:
+# two installs in two schemas of one database each keep their own. ("%%": the text goes through the
+# driver, which reads "%" as a placeholder.)
 PG_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION crm_bump_auth_epoch() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  UPDATE crm_schema_state SET value = md5(random()::text || clock_timestamp()::text) WHERE key = '{KEY}';
+  EXECUTE format('UPDATE %%I.crm_schema_state SET value = md5(random()::text || clock_timestamp()::text) '
+                 'WHERE key = %%L', TG_TABLE_SCHEMA, '{KEY}');
   RETURN NULL;
 END
 $$"""
@@ -86,7 +90,10 @@ def _installed(conn: Connection) -> set[str]:
     if conn.dialect.name == "sqlite":
         names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'").scalars()
     else:
-        names = conn.exec_driver_sql("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal").scalars()
+        names = conn.exec_driver_sql(  # this schema's tables only (another install may share the database)
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE NOT t.tgisinternal AND n.nspname = current_schema()").scalars()
     return {n for n in names if n.startswith(trigger_name(""))}
 
 
@@ -110,8 +117,8 @@ def install(engine: Engine) -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOCK_ID})")
         wanted = _wanted(conn, _existing_tables(conn))
         missing = sorted(set(wanted) - _installed(conn))
-        if missing and conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(PG_FUNCTION)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(PG_FUNCTION)  # (re)defined each start: a newer body replaces an older one
         for name in missing:
             conn.exec_driver_sql(wanted[name])
         fresh = "lower(hex(randomblob(12)))" if conn.dialect.name == "sqlite" \

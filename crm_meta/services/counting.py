@@ -51,10 +51,11 @@ def _planned_rows(session: Any, stmt) -> float:
         done = _compiled.get(stmt)
     if done is None or done[0] is not bind.dialect:  # a statement kept by its caller compiles once
         compiled = stmt.compile(dialect=bind.dialect, compile_kwargs={"render_postcompile": True})  # IN expanded
-        done = (bind.dialect, str(compiled), compiled.params)
+        done = (bind.dialect, str(compiled), compiled)
         with _lock:
             _compiled[stmt] = done
-    _, sql, params = done
+    _, sql, compiled = done
+    params = compiled.params  # evaluated now: a bound value given as a callable (e.g. SLA's `now`) is current
     try:
         key = (str(bind.url), sql, tuple(sorted((k, repr(v)) for k, v in params.items())))
     except TypeError:  # pragma: no cover - unorderable parameter names: ask every time

@@ -50,7 +50,8 @@ def dictionaries() -> Dictionaries:
 
         # a read takes them as of its auth epoch, which every change of crm_dict_item moves (triggers,
         # crm_meta.db.auth_epoch); a write reads them afresh, its own changes included
-        g.crm_dicts = build().auth.get(("dictionaries",), load) if request.method in ("GET", "HEAD") else load()
+        g.crm_dicts = build().auth.get(("dictionaries",), load) \
+            if has_request_context() and request.method in ("GET", "HEAD") else load()
     return g.crm_dicts
 
 

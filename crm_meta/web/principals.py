@@ -98,9 +98,11 @@ class AuthCache:
         return None if epoch is None else self._current(epoch)[1]
 
     def plans(self, epoch: str | None = _UNSET) -> Plans | None:
-        """The list plans of the request's epoch (None: nothing is kept across requests)."""
+        """The list plans of the request's epoch (None: nothing is kept across requests — no
+        epoch, or a write, which may have changed rights it has not committed yet)."""
         epoch = request_epoch() if epoch is _UNSET else epoch
-        return None if epoch is None else self._current(epoch)[2]
+        return None if epoch is None or not _reading() else self._current(epoch)[2]
+
 
     def get(self, key: Any, load, epoch: str | None = _UNSET):
         """The value of ``key`` under the request's epoch; ``load()`` computes it on a miss (and
@@ -111,7 +113,9 @@ class AuthCache:
         value = entries.get(key, _UNSET)
         if value is _UNSET:
             self.misses += 1
-            value = entries[key] = load()
+            value = load()
+            if _reading():
+                entries[key] = value
         else:
             self.hits += 1
         return value
@@ -149,13 +153,19 @@ def bearer_claims() -> dict | None:
     anything else — the caller then takes flask_jwt_extended's own path, which says why."""
     from flask_jwt_extended import decode_token
     from flask_jwt_extended.config import config
-    from flask_jwt_extended.default_callbacks import default_blocklist_callback, default_token_verification_callback
+    from flask_jwt_extended.default_callbacks import (
+        default_blocklist_callback,
+        default_decode_key_callback,
+        default_token_verification_callback,
+    )
 
     manager = current_app.extensions["flask-jwt-extended"]
     if manager._token_in_blocklist_callback is not default_blocklist_callback \
-            or manager._token_verification_callback is not default_token_verification_callback:
-        return None  # revocation or custom checks configured: flask_jwt_extended's path runs them
-    if "headers" not in config.token_location or config.header_name != "Authorization" \
+            or manager._token_verification_callback is not default_token_verification_callback \
+            or manager._decode_key_callback is not default_decode_key_callback:
+        return None  # revocation, custom checks or keys configured: flask_jwt_extended's path runs them
+    if list(config.token_location) != ["headers"] or config.identity_claim_key != "sub" \
+            or config.header_name != "Authorization" \
             or config.header_type != "Bearer" or request.method in config.exempt_methods:
         return None
     parts = request.headers.get("Authorization", "").split()
@@ -197,3 +207,10 @@ class TokenCache:
             self._claims.clear()
         self._claims[token] = found
         return found
+
+
+def _reading() -> bool:
+    """Whether what is loaded now may be kept for others: only in a read (GET/HEAD). A write may
+    have changed — not yet committed, perhaps to be rolled back — the very rows it then reads, and
+    the epoch moves only when such a change commits."""
+    return has_request_context() and request.method in ("GET", "HEAD")

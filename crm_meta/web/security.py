@@ -154,6 +154,9 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
         Writes always take the full path: they need the user's row anyway."""
         if not _bearer() or request.method not in ("GET", "HEAD") or self.builtin_roles:
             return None
+        lookup = current_app.extensions["flask-jwt-extended"]._user_lookup_callback
+        if getattr(lookup, "__func__", None) is not type(self).load_user_jwt:
+            return None  # someone else's user lookup: flask_jwt_extended's path runs it
         header = request.headers["Authorization"]
         cached = g.get("crm_bearer_who")  # keyed by the header: an app context may outlive a request
         if cached is None or cached[0] != header:
