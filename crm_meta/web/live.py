@@ -1,7 +1,8 @@
 """Live schema swap: every worker process serves the newest data dictionary from its next request on.
 
 A schema apply bumps ``schema_generation`` in ``crm_schema_state`` in the same transaction as the DDL
-and the overlay. Each request first reads that number (one primary-key lookup); when it moved, this
+and the overlay. Each request first reads that number (one primary-key lookup, which also brings the
+auth epoch of ``crm_meta.web.principals`` along in the WSGI environ); when it moved, this
 worker builds a complete new app for the new dictionary — tables, screens, REST, OpenAPI — and swaps
 it in with one reference assignment. Requests already running finish on the app they started on, so
 no request ever sees a half-built app; a failed build leaves the old app serving and is retried.
