@@ -137,7 +137,7 @@ def browser_type_launch_args(browser_type_launch_args, browser_name):
 # 2. Application fixtures
 # ============================================================================================
 
-from support import ADMIN_PASSWORD, Api, csrf_token, login  # noqa: F401  (re-exported)
+from support import ADMIN_PASSWORD, Api, csrf_token, login, sign_in  # noqa: F401  (re-exported)
 
 
 @pytest.fixture
@@ -186,8 +186,4 @@ def client(app):
 
 @pytest.fixture
 def api(app):
-    c = app.test_client()
-    resp = c.post("/api/v1/security/login",
-                  json={"username": "admin", "password": ADMIN_PASSWORD, "provider": "db"})
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    return Api(c, resp.json["access_token"])
+    return sign_in(app)

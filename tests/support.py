@@ -34,3 +34,11 @@ class Api:
         def call(url, **kw):
             return getattr(self.client, method)(url, headers={**self.headers, **kw.pop("headers", {})}, **kw)
         return call
+
+
+def sign_in(app, username: str = "admin", password: str = ADMIN_PASSWORD) -> Api:
+    """A fresh test client of ``app`` holding ``username``'s access token (POST /api/v1/security/login)."""
+    client = app.test_client()
+    resp = client.post("/api/v1/security/login", json={"username": username, "password": password, "provider": "db"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return Api(client, resp.json["access_token"])

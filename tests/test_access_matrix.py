@@ -11,7 +11,7 @@ import secrets
 
 import pytest
 from factories import api_record
-from support import ADMIN_PASSWORD, Api, login
+from support import ADMIN_PASSWORD, Api, login, sign_in
 
 RELATIONS = ("me", "same_dept", "child_dept", "other_dept")
 # where each kind of owner sits in the default department tree (sales → sales_east; service apart)
@@ -97,11 +97,7 @@ class World:
         return f"{role}_me" if relation == "me" else relation
 
     def api(self, username: str) -> Api:
-        c = self.app.test_client()
-        resp = c.post("/api/v1/security/login",
-                      json={"username": username, "password": self.passwords[username], "provider": "db"})
-        assert resp.status_code == 200, resp.get_data(as_text=True)
-        return Api(c, resp.json["access_token"])
+        return sign_in(self.app, username, self.passwords[username])
 
     def browser(self, username: str):
         return login(self.app.test_client(), username, self.passwords[username])

@@ -8,7 +8,7 @@ import secrets
 
 import pytest
 from sqlalchemy import event, text
-from support import Api, login
+from support import Api, login, sign_in
 
 from crm_meta.db import auth_epoch
 
@@ -49,11 +49,7 @@ class Shop:
             self.engine = b.db.engine
 
     def api(self, name: str) -> Api:
-        client = self.app.test_client()
-        resp = client.post("/api/v1/security/login",
-                           json={"username": name, "password": self.passwords[name], "provider": "db"})
-        assert resp.status_code == 200, resp.get_data(as_text=True)
-        return Api(client, resp.json["access_token"])
+        return sign_in(self.app, name, self.passwords[name])
 
     def sql(self, statement: str, **params) -> None:
         """Run ``statement`` on a connection of its own and commit (not through the app)."""
@@ -194,14 +190,7 @@ def test_a_change_made_through_another_worker_is_seen_by_this_one(shop, make_app
 
     worker = make_app(CRM_DISABLED_PLUGINS="crm_lifecycle")  # the second worker
 
-    def sign_in(name: str) -> Api:
-        client = worker.test_client()
-        resp = client.post("/api/v1/security/login",
-                           json={"username": name, "password": shop.passwords[name], "provider": "db"})
-        assert resp.status_code == 200, resp.get_data(as_text=True)
-        return Api(client, resp.json["access_token"])
-
-    rep, boss = sign_in("rep"), sign_in("boss")
+    rep, boss = (sign_in(worker, name, shop.passwords[name]) for name in ("rep", "boss"))
     assert shop.listed(rep) == {shop.customers["rep"]}
     assert shop.listed(boss) == {shop.customers["rep"], shop.customers["east"]}
 

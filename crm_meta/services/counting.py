@@ -22,7 +22,7 @@ PLAN_CACHE_SIZE = 1024
 
 _sizes: dict[tuple[str, str], tuple[float, float]] = {}  # (database url, table) → (rows, when read)
 _plans: dict[tuple, tuple[float, float]] = {}  # (database url, SQL, values) → (planned rows, when read)
-_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # statement → (dialect, SQL, values)
+_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # statement → (dialect, SQL, compiled)
 _lock = threading.Lock()
 
 

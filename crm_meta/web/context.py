@@ -12,7 +12,7 @@ from crm_meta.db.tables import ModelSet
 from crm_meta.services.dictionaries import Dictionaries
 from crm_meta.services.records import Actor, RecordService
 from crm_meta.web.i18n import current_lang
-from crm_meta.web.principals import AuthCache, TokenCache, Who
+from crm_meta.web.principals import AuthCache, TokenCache, Who, reading
 
 
 @dataclass
@@ -50,8 +50,7 @@ def dictionaries() -> Dictionaries:
 
         # a read takes them as of its auth epoch, which every change of crm_dict_item moves (triggers,
         # crm_meta.db.auth_epoch); a write reads them afresh, its own changes included
-        g.crm_dicts = build().auth.get(("dictionaries",), load) \
-            if has_request_context() and request.method in ("GET", "HEAD") else load()
+        g.crm_dicts = build().auth.get(("dictionaries",), load) if reading() else load()
     return g.crm_dicts
 
 

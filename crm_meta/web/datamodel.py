@@ -192,9 +192,9 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
             plan = self._plan(filters, order_column, order_direction, page, page_size, select_columns,
                               outer_default_load, search, codes)
         else:
-            key = _plan_key(self.obj, filters, order_column, order_direction, page, page_size, search, codes)
-            plans = context.build().auth.plans() if key is not None else None
-            key = (context.policy(), key)  # the policy itself: kept with the plan, never mistaken for another
+            shape = _plan_key(self.obj, filters, order_column, order_direction, page, page_size, search, codes)
+            plans = context.build().auth.plans() if shape is not None else None
+            key = (context.policy(), shape)  # the policy itself: kept with the plan, never mistaken for another
             plan = plans.get(key) if plans is not None else None
             if plan is None:
                 plan = self._plan(filters, order_column, order_direction, page, page_size, select_columns,

@@ -83,8 +83,6 @@ class AuthCache:
 
     def __init__(self) -> None:
         self._state: tuple[str | None, dict, Plans] = (None, {}, Plans())
-        self.hits = 0
-        self.misses = 0
 
     def _current(self, epoch: str) -> tuple[str | None, dict, Plans]:
         state = self._state
@@ -97,32 +95,24 @@ class AuthCache:
         when the epoch is unknown (nothing may be kept across requests then)."""
         return None if epoch is None else self._current(epoch)[1]
 
-    def plans(self, epoch: str | None = _UNSET) -> Plans | None:
+    def plans(self) -> Plans | None:
         """The list plans of the request's epoch (None: nothing is kept across requests — no
         epoch, or a write, which may have changed rights it has not committed yet)."""
-        epoch = request_epoch() if epoch is _UNSET else epoch
-        return None if epoch is None or not _reading() else self._current(epoch)[2]
+        epoch = request_epoch()
+        return None if epoch is None or not reading() else self._current(epoch)[2]
 
-
-    def get(self, key: Any, load, epoch: str | None = _UNSET):
+    def get(self, key: Any, load):
         """The value of ``key`` under the request's epoch; ``load()`` computes it on a miss (and
-        on every call when there is no epoch)."""
-        entries = self.entries(request_epoch() if epoch is _UNSET else epoch)
+        on every call when there is no epoch). Only a read keeps what it loaded."""
+        entries = self.entries(request_epoch())
         if entries is None:
             return load()
         value = entries.get(key, _UNSET)
         if value is _UNSET:
-            self.misses += 1
             value = load()
-            if _reading():
+            if reading():
                 entries[key] = value
-        else:
-            self.hits += 1
         return value
-
-
-def cache() -> AuthCache:
-    return current_app.extensions["crm"].auth
 
 
 def request_epoch() -> str | None:
@@ -209,7 +199,7 @@ class TokenCache:
         return found
 
 
-def _reading() -> bool:
+def reading() -> bool:
     """Whether what is loaded now may be kept for others: only in a read (GET/HEAD). A write may
     have changed — not yet committed, perhaps to be rolled back — the very rows it then reads, and
     the epoch moves only when such a change commits."""

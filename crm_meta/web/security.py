@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import joinedload
 
 from crm_meta.web.auth import AuthAuditMixin
-from crm_meta.web.principals import Who, bearer_claims, who_of
+from crm_meta.web.principals import Who, bearer_claims, reading, who_of
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
         the user is unknown or inactive, or built-in roles are configured — then the full path
         (flask_jwt_extended's verification and user lookup) runs and answers as it always did.
         Writes always take the full path: they need the user's row anyway."""
-        if not _bearer() or request.method not in ("GET", "HEAD") or self.builtin_roles:
+        if not _bearer() or not reading() or self.builtin_roles:
             return None
         lookup = current_app.extensions["flask-jwt-extended"]._user_lookup_callback
         if getattr(lookup, "__func__", None) is not type(self).load_user_jwt:
@@ -181,7 +181,7 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
 
     def request_user(self):
         """Who this request acts for: the cached ``Who`` of a bearer read, else ``current_user``."""
-        who = self.bearer_who() if has_request_context() else None
+        who = self.bearer_who()
         return who if who is not None else self.current_user
 
     def has_access(self, permission_name: str, view_name: str) -> bool:
