@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import login
+from support import ADMIN_PASSWORD, login
 
 ROOT = Path(__file__).resolve().parent.parent
 FLASK = [sys.executable, "-m", "flask", "--app", "app", "crm"]
@@ -123,6 +123,23 @@ def test_menus_are_grouped_and_bilingual(app, client):
     client.get("/lang/en")
     html = client.get("/customer/list/").get_data(as_text=True)
     assert "Customers" in html and "Sales" in html and "客户管理" not in html
+
+
+def test_api_calls_get_no_session_cookie_and_the_language_still_sticks(app, api):
+    """The API answers without a session cookie (a script's calls stay stateless); the screens'
+    language is still Chinese by default and follows the user's choice for the rest of the session."""
+    login_resp = app.test_client().post("/api/v1/security/login", json={
+        "username": "admin", "password": ADMIN_PASSWORD, "provider": "db"})
+    assert login_resp.status_code == 200 and "Set-Cookie" not in login_resp.headers
+    listed = api.get("/api/v1/customer/")
+    assert listed.status_code == 200 and "Set-Cookie" not in listed.headers
+    assert api.get("/api/v1/customer/?_l_=en").status_code == 200
+
+    browser = login(app.test_client())
+    assert "客户管理" in browser.get("/customer/list/").get_data(as_text=True)
+    browser.get("/lang/en")
+    assert "Customers" in browser.get("/customer/list/").get_data(as_text=True)
+    assert "Customers" in browser.get("/customer/list/").get_data(as_text=True)  # kept, not reset to the default
 
 
 def test_permissions_sync_only_when_something_changed(app):

@@ -77,3 +77,15 @@ def test_the_plan_store_keeps_the_most_recently_used_within_its_bound():
     assert plans.get("a") == 1  # a is now the most recent
     plans.put("c", 3)
     assert len(plans) == 2 and plans.get("b") is None and plans.get("a") == 1 and plans.get("c") == 3
+
+
+def test_arguments_are_checked_each_time_whatever_was_asked_before(api, customers):
+    """Valid list arguments are remembered once checked (``crm_meta.web.rison``); an invalid one is
+    refused every time, before and after valid ones, and a valid one answers every time."""
+    bad = ["page:x", "order_direction:sideways", "filters:3", "keys:(x:1)"]
+    for _ in range(2):
+        for q in bad:
+            resp = api.get(f"/api/v1/customer/?q=({q})")
+            assert resp.status_code == 400, (q, resp.status_code)
+            assert "rison" in resp.json["message"]
+        assert _list(api, "page:0,page_size:2")["ids"] == _list(api, "page:0,page_size:2")["ids"]

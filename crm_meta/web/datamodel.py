@@ -10,7 +10,6 @@ from flask_appbuilder.models.filters import Filters
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.utils.base import get_column_root_relation, is_column_dotted
 from sqlalchemy import func, literal_column, or_, select
-from sqlalchemy.orm import lazyload
 
 from crm_meta.services import counting
 from crm_meta.services.records import COUNT_CAP
@@ -24,10 +23,10 @@ ONE = literal_column("1")
 
 @dataclass(frozen=True)
 class PagePlan:
-    """The statements of one list page: ``counted`` (the page with its capped count and the codes
-    of ``folded`` multi-value fields as columns), ``estimated`` (the same without the count, when
-    the planner's estimate says "10,000+"), the count ``selects`` (for the planner and for an empty
-    page) — or ``plain``, FAB's query as it is (selected columns: no extra column)."""
+    """The statements of one list page: ``counted`` (the page's ``width`` mapped columns, then its
+    capped count and the codes of ``folded`` multi-value fields), ``estimated`` (the same without
+    the count, when the planner's estimate says "10,000+"), the count ``selects`` (for the planner
+    and for an empty page) — or ``plain``, FAB's query as it is (selected columns: no extra column)."""
 
     selects: list
     wide: bool
@@ -35,6 +34,7 @@ class PagePlan:
     estimated: Any = None
     folded: tuple = ()
     plain: Any = None
+    width: int = 0
 
 
 def _plan_key(model, filters, order_column, order_direction, page, page_size, search, codes):
@@ -60,7 +60,7 @@ def _like(term: str) -> str:
 # UTF-8 bytes, which is the order of Python's str comparison).
 _CODES_DECODERS = {
     "postgresql": lambda value: list(value) if value else [],
-    "sqlite": lambda value: sorted(json.loads(value)) if value else [],
+    "sqlite": lambda value: sorted(json.loads(value)) if value and value != "[]" else [],
 }
 
 
@@ -180,9 +180,10 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
              select_columns=None, outer_default_load=False, search: str | None = None, codes=None):
         """``(count, rows, {field: codes per row})``: FAB's ``query`` in as few statements as the
         database allows. The capped count rides on the page's statement as a scalar subquery (unless
-        it is the planner's estimate, or the page is empty); with ``codes`` (multi-value field names)
-        the rows' codes come as aggregates of that statement too, instead of one more statement
-        loading the link rows — the rows' links are then left unloaded (read on access).
+        it is the planner's estimate, or the page is empty). With ``codes`` (multi-value field names;
+        the API) the rows are ``Row`` tuples of the mapped columns, read by attribute as objects
+        are, and the rows' codes come as aggregates of that statement too, instead of one more
+        statement loading the link rows; without (the screens) they are ORM objects.
 
         With ``codes`` the statements are built once per user's policy and request shape (filters,
         order, page, search) and kept while the auth epoch holds (``principals.Plans``, the most
@@ -205,13 +206,17 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
         if plan.plain is not None:
             rows = plan.plain.all()
             return (COUNT_CAP if estimated else counting.capped_count(self.session, plan.selects, COUNT_CAP)), rows, {}
-        result = self.session.execute(plan.estimated if estimated else plan.counted).all()
-        rows = [r[0] for r in result]
-        first = 1 if estimated else 2
+        statement = plan.estimated if estimated else plan.counted
+        if codes is None:  # ORM objects
+            result = self.session.execute(statement).all()
+            rows = [r[0] for r in result]
+        else:  # columns only: the Core execution path, without the ORM's per-statement work
+            rows = result = self.session.connection().execute(statement).all()
+        first = plan.width + (0 if estimated else 1)
         if estimated:  # the planner is sure: "10,000+" without walking 10,001 rows
             count = COUNT_CAP
         elif result:  # the count rode on the page's statement
-            count = min(result[0][1], COUNT_CAP)
+            count = min(result[0][plan.width], COUNT_CAP)
         else:  # an empty page: nothing carried the count
             count = counting.capped_count(self.session, plan.selects, COUNT_CAP)
         decode = _CODES_DECODERS[self.session.get_bind().dialect.name]
@@ -234,16 +239,20 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
             if self.entity_name else True
         query = self.apply_all(query, filters, order_column, order_direction, page, page_size,
                                select_columns, outer_default_load)
-        folded = self._codes_columns(codes) if codes is not None and not select_columns else {}
-        if codes is not None:  # links not loaded: those folded, and those the caller will not read
-            unread = [f for f in self.multi_fields if f in folded or f not in codes]
-            query = query.options(*(lazyload(getattr(self.obj, f"{f}_links")) for f in unread))
         if select_columns:  # FAB's query of chosen columns, and its count, as FAB runs them
             return PagePlan(selects, wide, plain=query)
         count_column = counting.capped_total(selects, COUNT_CAP).label("crm_count")
-        counted = query.add_columns(count_column, *folded.values()).statement
-        estimated = query.add_columns(*folded.values()).statement if folded else query.statement
-        return PagePlan(selects, wide, counted=counted, estimated=estimated, folded=tuple(folded))
+        if codes is None:  # the screens: ORM objects (their templates follow relationships)
+            return PagePlan(selects, wide, counted=query.add_columns(count_column).statement,
+                            estimated=query.statement, width=1)
+        folded = self._codes_columns(codes)
+        # the API: the rows as tuples of the mapped columns (computed ones included), not as ORM
+        # objects — building 25 objects with their identity-map state cost more than the statement
+        columns = [getattr(self.obj, prop.key) for prop in self.obj.__mapper__.column_attrs]
+        counted = query.with_entities(*columns, count_column, *folded.values()).statement
+        estimated = query.with_entities(*columns, *folded.values()).statement
+        return PagePlan(selects, wide, counted=counted, estimated=estimated, folded=tuple(folded),
+                        width=len(columns))
 
     def query(self, filters=None, order_column="", order_direction="", page=None, page_size=None,
               select_columns=None, outer_default_load=False, search: str | None = None):

@@ -21,6 +21,7 @@ from crm_meta.schema import load_registry
 from crm_meta.settings import PROJECT_ROOT, configure, schema_paths
 from crm_meta.web.context import Build
 from crm_meta.web.i18n import lazy
+from crm_meta.web.json_provider import OrjsonProvider
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -83,6 +84,7 @@ def _rebuild(settled: dict) -> Flask:
 def _create_app(test_config: dict | None) -> Flask:
     app = Flask("crm_meta.web", instance_path=str(Path(
         (test_config or {}).get("INSTANCE_PATH") or PROJECT_ROOT / "instance")))
+    app.json = OrjsonProvider(app)
     configure(app, test_config)
     try:
         plugins = load_plugins(app.config)
@@ -142,6 +144,9 @@ def init_app(app: Flask, registry: Registry, plugins: Plugins | None = None) -> 
     with app.app_context():
         appbuilder = AppBuilder(update_perms=False, indexview=DashboardView)
         appbuilder.init_app(app, db.session)
+        from crm_meta.web.i18n import install_locale_selector
+
+        install_locale_selector(app)
         from crm_meta.services.sla import computed_columns
 
         models = build_models(registry, User, computed=computed_columns)

@@ -1,8 +1,11 @@
 """Marshmallow schemas for the REST API, derived from the metadata (they also feed the OpenAPI document)."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from marshmallow import Schema, fields, missing
 from marshmallow.decorators import POST_DUMP, PRE_DUMP
+from sqlalchemy.engine import Row
 
 from crm_meta.metadata.model import Entity, Field
 from crm_meta.services.masking import mask
@@ -92,6 +95,19 @@ class _Unmatched:
     """No value has this type."""
 
 
+_SECONDS = "%Y-%m-%dT%H:%M:%S"  # the API's datetimes (``_field``)
+
+
+def _seconds(serialize):
+    """``DateTime(format=_SECONDS)._serialize``, with ``isoformat`` (a third of ``strftime``'s
+    time) where it writes the same text: a naive ``datetime`` of a four-digit year."""
+    def write(value, attr, obj, **kwargs):
+        if type(value) is datetime and value.tzinfo is None and value.year >= 1000:
+            return value.isoformat(timespec="seconds")
+        return serialize(value, attr, obj, **kwargs)
+    return write
+
+
 class RowWriter:
     """``policy.project(schema.dump(obj))`` for many rows, without marshmallow's per-value calls.
 
@@ -124,7 +140,10 @@ class RowWriter:
             # fields whose _serialize returns None for None (and str / int values as they are)
             known = cls in _PLAIN and not getattr(field, "as_string", False)
             plain = _PLAIN.get(cls) if known else _Unmatched
-            plan.append((name, attr, known, plain, field._serialize))
+            serialize = field._serialize
+            if cls is fields.DateTime and field.format == _SECONDS:
+                serialize = _seconds(serialize)
+            plan.append((name, attr, known, plain, serialize))
         return tuple(plan)
 
     def usable(self, obj) -> bool:
@@ -134,14 +153,20 @@ class RowWriter:
     def rows(self, objs, policy, entity: str, values: dict | None = None) -> list[dict]:
         """``[policy.project(entity, d) for d in schema.dump(objs, many=True)]``; ``values``
         (attribute → one value per row) gives values read with the rows, e.g. the codes of
-        multi-value fields (``EntityInterface.page``), in place of the attributes."""
-        if not objs or not all(self.usable(o) for o in objs):
+        multi-value fields (``EntityInterface.page``), in place of the attributes. ``objs`` are
+        objects, or ``Row`` tuples of one result (``EntityInterface.page``) whose column names are
+        the attributes."""
+        if not objs or self.plan is None:
             return [policy.project(entity, d) for d in self.schema.dump(objs, many=True)]
         access = policy.access(entity)
         hidden, masked = access.hidden, access.masked
         values = values or {}
         plan = [(key, attr, known, plain, ser, masked.get(key), values.get(attr))
                 for key, attr, known, plain, ser in self.plan if key not in hidden]
+        if isinstance(objs[0], Row):
+            return self._tuples(objs, plan, policy, entity)
+        if not all(self.usable(o) for o in objs):
+            return [policy.project(entity, d) for d in self.schema.dump(objs, many=True)]
         out = []
         for i, obj in enumerate(objs):
             row = {}
@@ -159,4 +184,22 @@ class RowWriter:
                     value = ser(value, key, obj)
                 row[key] = mask(kind, value) if kind else value
             out.append(row)
+        return out
+
+    def _tuples(self, rows, plan, policy, entity: str) -> list[dict]:
+        """``rows`` for the rows of one result: each value read at its column's place."""
+        place = {name: i for i, name in enumerate(rows[0]._fields)}
+        if any(given is None and attr not in place for _, attr, *__, given in plan):  # not the shape this reads
+            return [policy.project(entity, d) for d in self.schema.dump(rows, many=True)]
+        plan = [(key, place.get(attr), known, plain, ser, kind, given)
+                for key, attr, known, plain, ser, kind, given in plan]
+        out = []
+        for i, row in enumerate(rows):
+            written = {}
+            for key, at, known, plain, ser, kind, given in plan:
+                value = row[at] if given is None else given[i]
+                if not (known and (value is None or type(value) is plain)):
+                    value = ser(value, key, row)
+                written[key] = mask(kind, value) if kind else value
+            out.append(written)
         return out
