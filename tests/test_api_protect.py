@@ -133,10 +133,11 @@ def test_a_remembered_token_is_refused_once_it_expires(app):
     client = app.test_client()
     with app.app_context():
         admin_id = app.appbuilder.sm.find_user(username="admin").id
-        token = create_access_token(identity=str(admin_id), fresh=True, expires_delta=timedelta(seconds=1))
+        # (the claim `exp` is in whole seconds: a 2 s token lives at least 1 s)
+        token = create_access_token(identity=str(admin_id), fresh=True, expires_delta=timedelta(seconds=2))
     headers = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/v1/customer/", headers=headers).status_code == 200
     assert client.get("/api/v1/customer/", headers=headers).status_code == 200  # verified before: remembered
-    time.sleep(1.3)
+    time.sleep(2.3)
     resp = client.get("/api/v1/customer/", headers=headers)
     assert resp.status_code == 401 and "expired" in resp.get_data(as_text=True).lower()

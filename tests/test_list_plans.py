@@ -89,3 +89,30 @@ def test_arguments_are_checked_each_time_whatever_was_asked_before(api, customer
             assert resp.status_code == 400, (q, resp.status_code)
             assert "rison" in resp.json["message"]
         assert _list(api, "page:0,page_size:2")["ids"] == _list(api, "page:0,page_size:2")["ids"]
+
+
+def test_connections_go_back_to_the_pool_transactional_after_a_list(app, api, customers):
+    """A list's page may run in autocommit (PostgreSQL: no BEGIN/ROLLBACK around its one statement);
+    the connection must leave it behind: the next write on it is one transaction again, so a
+    write that fails half-way leaves nothing."""
+    for _ in range(3):
+        assert _list(api, "page:0,page_size:5")["count"] == 9
+    with app.app_context():
+        b = app.extensions["crm"]
+        engine, model = b.db.engine, b.models.model("customer")
+        held = [engine.connect() for _ in range(max(engine.pool.checkedin(), 1))]  # every pooled connection
+        try:
+            for conn in held:
+                assert not getattr(conn.connection.driver_connection, "autocommit", False)
+        finally:
+            for conn in held:
+                conn.close()
+        session = b.db.session
+        first = session.query(model).order_by(model.id).first()
+        pk, before = first.id, first.name
+        first.name = "half-way"
+        session.flush()  # sent to the database, not committed
+        session.rollback()
+        session.remove()
+        assert b.db.session.get(model, pk).name == before
+        b.db.session.remove()

@@ -13,7 +13,7 @@ from sqlalchemy import func, literal_column, or_, select
 
 from crm_meta.services import counting
 from crm_meta.services.records import COUNT_CAP
-from crm_meta.web import context
+from crm_meta.web import context, principals
 
 
 # Counting a constant lets the database answer from an index alone (an index on owner_id holds no
@@ -211,7 +211,7 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
             result = self.session.execute(statement).all()
             rows = [r[0] for r in result]
         else:  # columns only: the Core execution path, without the ORM's per-statement work
-            rows = result = self.session.connection().execute(statement).all()
+            rows = result = self._connection().execute(statement).all()
         first = plan.width + (0 if estimated else 1)
         if estimated:  # the planner is sure: "10,000+" without walking 10,001 rows
             count = COUNT_CAP
@@ -222,6 +222,18 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
         decode = _CODES_DECODERS[self.session.get_bind().dialect.name]
         values = {name: [decode(r[first + i]) for r in result] for i, name in enumerate(plan.folded)}
         return count, rows, values
+
+    def _connection(self):
+        """The session's connection; on PostgreSQL, for a read (GET/HEAD) whose page is its first
+        statement, in autocommit: the page is one statement, so it needs no transaction around it,
+        and BEGIN and ROLLBACK were two of its round trips (the connection goes back to the pool
+        with its isolation level restored)."""
+        session = self.session
+        current = session() if hasattr(session, "registry") else session  # a scoped_session's Session
+        if not current.in_transaction() and principals.reading() \
+                and session.get_bind().dialect.name == "postgresql":
+            return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return session.connection()
 
     def _plan(self, filters, order_column, order_direction, page, page_size, select_columns,
               outer_default_load, search, codes) -> "PagePlan":
