@@ -116,3 +116,21 @@ def test_connections_go_back_to_the_pool_transactional_after_a_list(app, api, cu
         session.remove()
         assert b.db.session.get(model, pk).name == before
         b.db.session.remove()
+
+
+def test_a_list_leaves_the_session_of_an_app_context_that_outlives_it_transactional(app, api, customers):
+    """A request inside an app context that is already pushed (a script, ``flask shell``) shares that
+    context's session: after a list, a write there is still one transaction that a rollback undoes."""
+    for _ in range(2):
+        assert _list(api)["count"] == 9  # warm: the page is the request's only statement
+    with app.app_context():
+        b = app.extensions["crm"]
+        session, model = b.db.session, b.models.model("customer")
+        assert _list(api)["count"] == 9  # this request runs in the context pushed here
+        first = session.query(model).order_by(model.id).first()
+        pk, before = first.id, first.name
+        first.name = "half-way"
+        session.flush()
+        session.rollback()
+        assert session.get(model, pk).name == before
+        session.remove()

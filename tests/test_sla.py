@@ -141,6 +141,10 @@ def test_breach_scan_flags_after_the_due_time_once_and_escalates_to_the_managers
         assert api.get(f"/api/v1/feedback/{urgent}").json["result"]["sla_breached"] is True
         found = api.get("/api/v1/feedback/?q=(filters:!((col:sla_breached,opr:eq,value:!t)))").json
         assert sorted(found["ids"]) == sorted([urgent, undispatched]) and found["count"] == 2
+        # the list's rows show the live breach as the record does (not the stored column behind it)
+        assert [(r["sla_breached"], r["sla_breached_at"]) for r in found["result"]] == [(True, "2026-03-02T11:00:00")] * 2
+        listed = {r["id"]: r["sla_breached"] for r in api.get("/api/v1/feedback/?q=(page_size:100)").json["result"]}
+        assert listed == flagged
         assert crm.row("feedback", urgent)["sla_breached"] is False  # nothing was written to the ticket
         assert notices(app) == []  # escalation is the scan's job
         out = scan(runner)

@@ -211,7 +211,7 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
             result = self.session.execute(statement).all()
             rows = [r[0] for r in result]
         else:  # columns only: the Core execution path, without the ORM's per-statement work
-            rows = result = self._connection().execute(statement).all()
+            rows = result = self._read(statement)
         first = plan.width + (0 if estimated else 1)
         if estimated:  # the planner is sure: "10,000+" without walking 10,001 rows
             count = COUNT_CAP
@@ -223,17 +223,20 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
         values = {name: [decode(r[first + i]) for r in result] for i, name in enumerate(plan.folded)}
         return count, rows, values
 
-    def _connection(self):
-        """The session's connection; on PostgreSQL, for a read (GET/HEAD) whose page is its first
-        statement, in autocommit: the page is one statement, so it needs no transaction around it,
-        and BEGIN and ROLLBACK were two of its round trips (the connection goes back to the pool
-        with its isolation level restored)."""
+    def _read(self, statement) -> list:
+        """The rows of ``statement``. On PostgreSQL, for a read (GET/HEAD) whose session has not
+        begun (every warm list request: the page is its one statement), on a connection of its own
+        in autocommit: one statement needs no transaction around it, and BEGIN and ROLLBACK were two
+        of its round trips. The session is left as it was (an app context that outlives the request
+        keeps a plain session), and the connection goes back to the pool with its isolation level
+        restored."""
         session = self.session
         current = session() if hasattr(session, "registry") else session  # a scoped_session's Session
-        if not current.in_transaction() and principals.reading() \
-                and session.get_bind().dialect.name == "postgresql":
-            return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        return session.connection()
+        bind = current.get_bind(self.obj)
+        if not current.in_transaction() and principals.reading() and bind.dialect.name == "postgresql":
+            with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                return conn.execute(statement).all()
+        return current.connection(bind_arguments={"mapper": self.obj.__mapper__}).execute(statement).all()
 
     def _plan(self, filters, order_column, order_direction, page, page_size, select_columns,
               outer_default_load, search, codes) -> "PagePlan":
@@ -260,7 +263,9 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
         folded = self._codes_columns(codes)
         # the API: the rows as tuples of the mapped columns (computed ones included), not as ORM
         # objects — building 25 objects with their identity-map state cost more than the statement
-        columns = [getattr(self.obj, prop.key) for prop in self.obj.__mapper__.column_attrs]
+        # labelled with the attribute's name: on the Core path a row's keys are the columns' names,
+        # and a computed attribute (SLA's `sla_breached`) would give its name to the stored column
+        columns = [getattr(self.obj, prop.key).label(prop.key) for prop in self.obj.__mapper__.column_attrs]
         counted = query.with_entities(*columns, count_column, *folded.values()).statement
         estimated = query.with_entities(*columns, *folded.values()).statement
         return PagePlan(selects, wide, counted=counted, estimated=estimated, folded=tuple(folded),
