@@ -91,6 +91,16 @@ def test_arguments_are_checked_each_time_whatever_was_asked_before(api, customer
         assert _list(api, "page:0,page_size:2")["ids"] == _list(api, "page:0,page_size:2")["ids"]
 
 
+def _rename_flush_and_roll_back(session, model) -> tuple[int, str]:
+    """Rename the first record, send it to the database (not committed), roll back: (its id, its name before)."""
+    first = session.query(model).order_by(model.id).first()
+    pk, before = first.id, first.name
+    first.name = "half-way"
+    session.flush()
+    session.rollback()
+    return pk, before
+
+
 def test_connections_go_back_to_the_pool_transactional_after_a_list(app, api, customers):
     """A list's page may run in autocommit (PostgreSQL: no BEGIN/ROLLBACK around its one statement);
     the connection must leave it behind: the next write on it is one transaction again, so a
@@ -108,11 +118,7 @@ def test_connections_go_back_to_the_pool_transactional_after_a_list(app, api, cu
             for conn in held:
                 conn.close()
         session = b.db.session
-        first = session.query(model).order_by(model.id).first()
-        pk, before = first.id, first.name
-        first.name = "half-way"
-        session.flush()  # sent to the database, not committed
-        session.rollback()
+        pk, before = _rename_flush_and_roll_back(session, model)
         session.remove()
         assert b.db.session.get(model, pk).name == before
         b.db.session.remove()
@@ -127,10 +133,6 @@ def test_a_list_leaves_the_session_of_an_app_context_that_outlives_it_transactio
         b = app.extensions["crm"]
         session, model = b.db.session, b.models.model("customer")
         assert _list(api)["count"] == 9  # this request runs in the context pushed here
-        first = session.query(model).order_by(model.id).first()
-        pk, before = first.id, first.name
-        first.name = "half-way"
-        session.flush()
-        session.rollback()
+        pk, before = _rename_flush_and_roll_back(session, model)
         assert session.get(model, pk).name == before
         session.remove()

@@ -150,11 +150,9 @@ def _compare_lists(world) -> None:
 
 
 def _admin_headers(app) -> dict:
-    from support import ADMIN_PASSWORD
+    from support import sign_in
 
-    c = app.test_client()
-    resp = c.post("/api/v1/security/login", json={"username": "admin", "password": ADMIN_PASSWORD, "provider": "db"})
-    return {"Authorization": f"Bearer {resp.json['access_token']}"}
+    return sign_in(app).headers
 
 
 def test_row_writer_with_plugin_fields(make_app):

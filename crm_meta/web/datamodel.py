@@ -262,9 +262,9 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
                             estimated=query.statement, width=1)
         folded = self._codes_columns(codes)
         # the API: the rows as tuples of the mapped columns (computed ones included), not as ORM
-        # objects — building 25 objects with their identity-map state cost more than the statement
-        # labelled with the attribute's name: on the Core path a row's keys are the columns' names,
-        # and a computed attribute (SLA's `sla_breached`) would give its name to the stored column
+        # objects — building 25 objects with their identity-map state cost more than the statement.
+        # Each labelled with its attribute's name: on the Core path a row's keys are the columns'
+        # names, and a computed attribute (SLA's `sla_breached`) would give its name to the stored column.
         columns = [getattr(self.obj, prop.key).label(prop.key) for prop in self.obj.__mapper__.column_attrs]
         counted = query.with_entities(*columns, count_column, *folded.values()).statement
         estimated = query.with_entities(*columns, *folded.values()).statement

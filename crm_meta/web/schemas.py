@@ -154,52 +154,55 @@ class RowWriter:
         """``[policy.project(entity, d) for d in schema.dump(objs, many=True)]``; ``values``
         (attribute → one value per row) gives values read with the rows, e.g. the codes of
         multi-value fields (``EntityInterface.page``), in place of the attributes. ``objs`` are
-        objects, or ``Row`` tuples of one result (``EntityInterface.page``) whose column names are
-        the attributes."""
+        ``Row`` tuples of one result whose column names are the attributes (``EntityInterface.page``)
+        or objects, whose attributes are read once each."""
         if not objs or self.plan is None:
-            return [policy.project(entity, d) for d in self.schema.dump(objs, many=True)]
+            return self._dumped(objs, policy, entity)
         access = policy.access(entity)
         hidden, masked = access.hidden, access.masked
         values = values or {}
         plan = [(key, attr, known, plain, ser, masked.get(key), values.get(attr))
                 for key, attr, known, plain, ser in self.plan if key not in hidden]
         if isinstance(objs[0], Row):
-            return self._tuples(objs, plan, policy, entity)
-        if not all(self.usable(o) for o in objs):
-            return [policy.project(entity, d) for d in self.schema.dump(objs, many=True)]
-        out = []
-        for i, obj in enumerate(objs):
-            row = {}
-            loaded = getattr(obj, "__dict__", {})  # a mapped object's loaded attributes (no descriptor call)
-            for key, attr, known, plain, ser, kind, given in plan:
-                if given is not None:
-                    value = given[i]
-                else:
-                    value = loaded.get(attr, _MISSING)
-                    if value is _MISSING:  # not loaded (or not an instance attribute): as marshmallow reads it
-                        value = getattr(obj, attr, _MISSING)
-                if value is _MISSING:
-                    continue
-                if not (known and (value is None or type(value) is plain)):
-                    value = ser(value, key, obj)
-                row[key] = mask(kind, value) if kind else value
-            out.append(row)
-        return out
-
-    def _tuples(self, rows, plan, policy, entity: str) -> list[dict]:
-        """``rows`` for the rows of one result: each value read at its column's place."""
-        place = {name: i for i, name in enumerate(rows[0]._fields)}
-        if any(given is None and attr not in place for _, attr, *__, given in plan):  # not the shape this reads
-            return [policy.project(entity, d) for d in self.schema.dump(rows, many=True)]
+            place = {name: i for i, name in enumerate(objs[0]._fields)}
+            if any(given is None and attr not in place for _, attr, *__, given in plan):
+                return self._dumped(objs, policy, entity)  # not the shape this reads
+            rows = objs
+        elif all(self.usable(o) for o in objs):
+            attrs = [attr for _, attr, *__, given in plan if given is None]
+            place = {attr: i for i, attr in enumerate(attrs)}
+            rows = [_read_attributes(o, attrs) for o in objs]
+            if None in rows:  # an attribute missing: marshmallow leaves its key out
+                return self._dumped(objs, policy, entity)
+        else:
+            return self._dumped(objs, policy, entity)
         plan = [(key, place.get(attr), known, plain, ser, kind, given)
                 for key, attr, known, plain, ser, kind, given in plan]
         out = []
-        for i, row in enumerate(rows):
+        for i, (row, obj) in enumerate(zip(rows, objs)):
             written = {}
             for key, at, known, plain, ser, kind, given in plan:
                 value = row[at] if given is None else given[i]
                 if not (known and (value is None or type(value) is plain)):
-                    value = ser(value, key, row)
+                    value = ser(value, key, obj)
                 written[key] = mask(kind, value) if kind else value
             out.append(written)
         return out
+
+    def _dumped(self, objs, policy, entity: str) -> list[dict]:
+        return [policy.project(entity, d) for d in self.schema.dump(objs, many=True)]
+
+
+def _read_attributes(obj, attrs) -> tuple | None:
+    """``obj``'s values of ``attrs`` (a mapped object's loaded ones from its ``__dict__``: no
+    descriptor call), or None when one is missing."""
+    loaded = getattr(obj, "__dict__", {})
+    out = []
+    for attr in attrs:
+        value = loaded.get(attr, _MISSING)
+        if value is _MISSING:  # not loaded (or not an instance attribute): as marshmallow reads it
+            value = getattr(obj, attr, _MISSING)
+            if value is _MISSING:
+                return None
+        out.append(value)
+    return tuple(out)
