@@ -11,9 +11,11 @@ For SQLite and PostgreSQL (a throwaway server started with tests/pgserver.py) th
    through the Flask test client (in process, no network) — p50/p95;
 4. baselines in the same run: the raw SQL query for the same page (same columns, ORDER BY
    created_at DESC LIMIT 25) through the same engine, a bare Flask endpoint returning a
-   constant JSON through the test client (the framework floor), and (info) the same page and
+   constant JSON through the test client (the framework floor), (info) the same page and
    capped count run by hand behind a bare Flask endpoint — no login, no permission check, no
-   access policy: the least that serving this page over HTTP costs;
+   access policy: the least that serving this page over HTTP costs — and (info) the page alone
+   behind the same bare endpoint, without a count: the least any Flask endpoint answering with
+   this page costs, whatever else it does or leaves out;
 5. counts the SQL statements one list request runs (``before_cursor_execute`` on the engine).
 
     .venv/bin/python bench/list.py                 # 1,000,000 rows, both backends; ~3.5 min
@@ -328,6 +330,7 @@ def bench_backend(backend: str, url: str, rows: int, n_requests: int, workdir: P
 
     # the same page and capped count by hand behind a bare Flask endpoint (no auth, no policy):
     # what serving this page over HTTP costs at the least
+    import orjson
     from flask import Flask
 
     bare = Flask("bench_bare_sql")
@@ -340,6 +343,15 @@ def bench_backend(backend: str, url: str, rows: int, n_requests: int, workdir: P
         result = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r._mapping.items()} for r in found]
         return {"count": n, "ids": [r["id"] for r in result], "result": result}
 
+    keys = [str(c.name) for c in table.columns]
+
+    @bare.get("/page-only")
+    def page_only():
+        with engine.connect() as conn:
+            found = conn.execute(raw_sql).fetchall()
+        body = orjson.dumps({"result": [dict(zip(keys, r)) for r in found]}, default=str)  # the fastest JSON here
+        return bare.response_class(body, mimetype="application/json")
+
     bare_client = bare.test_client()
 
     with app.app_context():
@@ -347,6 +359,8 @@ def bench_backend(backend: str, url: str, rows: int, n_requests: int, workdir: P
         out["raw_count"] = _common.summary_ms(_common.time_calls(raw_count, n_requests, warmup=10))
         out["bare_sql_endpoint"] = _common.summary_ms(_common.time_calls(lambda: bare_client.get("/page"), n_requests,
                                                                          warmup=10))
+        out["bare_page_only"] = _common.summary_ms(_common.time_calls(lambda: bare_client.get("/page-only"),
+                                                                      n_requests, warmup=10))
         if engine.dialect.name == "postgresql":
             with engine.connect() as conn:
                 out["explain_page"] = [r[0] for r in conn.execute(text("EXPLAIN ANALYZE " + raw_sql.text))]
@@ -407,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         bare = r["bare_sql_endpoint"]
         table_rows.append([r["backend"], "page + count by hand, bare endpoint (info)", bare["p50_ms"], bare["p95_ms"],
                            f"{bare['p95_ms'] / raw['p95_ms']:.1f}x", 2])
+        only = r["bare_page_only"]
+        table_rows.append([r["backend"], "page alone by hand, bare endpoint (info)", only["p50_ms"], only["p95_ms"],
+                           f"{only['p95_ms'] / raw['p95_ms']:.1f}x", 1])
     table_rows.append(["-", "bare Flask JSON (floor)", floor["p50_ms"], floor["p95_ms"], "-", 0])
     print(_common.table(["db", "what", "p50 ms", "p95 ms", "p95 vs raw", "SQL stmts"], table_rows))
     print()
