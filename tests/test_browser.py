@@ -175,6 +175,40 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     page.goto(f"{base}/contact/list/")
     expect(page.locator(f"{LIST} tbody tr", has_text="赵六")).to_contain_text(name)
 
+    # 7. Its edit form: the customer box is the same lookup (FAB's edit page dropped crm.js, leaving a
+    # plain <select> holding only the current customer), so the contact can move to another one. ----
+    contact = api.get("/api/v1/contact/", query_string={"search": "赵六"}).json["result"][0]
+    page.goto(f"{base}/contact/edit/{contact['id']}")
+    select2_pick(page, "customer", other, search=f"无关{tag}")
+    page.locator("#model_form [type=submit]").click()
+    page.wait_for_load_state()
+    expect(page.locator(".alert-success")).to_contain_text("Saved")
+    other_id = api.get("/api/v1/customer/", query_string={"search": other}).json["result"][0]["id"]
+    assert api.get(f"/api/v1/contact/{contact['id']}").json["result"]["customer"] == other_id
+
+    # 8. A follow-up's date and time, set in the browser's picker, saved to the second; opening and
+    # saving its edit form (focus in and out of the field) keeps it. ------------------------------
+    page.goto(f"{base}/follow_up/add")
+    select2_pick(page, "customer", name, search=f"测试{tag}")
+    assert page.eval_on_selector("#followed_at", "el => el.type") == "datetime-local"
+    page.fill("#followed_at", "2026-11-20T14:35:08")
+    select2_pick(page, "method", "Phone")  # the UI is in English since step 5
+    page.fill("#content", "电话沟通需求")
+    select2_pick(page, "owner", "系统管理员 (admin)")
+    page.locator("#model_form [type=submit]").click()
+    page.wait_for_load_state()
+    expect(page.locator(".alert-success")).to_contain_text("Saved")
+    follow_up = api.get("/api/v1/follow_up/", query_string={"search": "电话沟通需求"}).json["result"]
+    assert [f["followed_at"] for f in follow_up] == ["2026-11-20T14:35:08"], follow_up
+    page.goto(f"{base}/follow_up/edit/{follow_up[0]['id']}")
+    expect(page.locator("#followed_at")).to_have_value("2026-11-20T14:35:08")
+    page.locator("#followed_at").focus()
+    page.locator("#content").focus()
+    page.locator("#model_form [type=submit]").click()
+    page.wait_for_load_state()
+    expect(page.locator(".alert-success")).to_contain_text("Saved")
+    assert api.get(f"/api/v1/follow_up/{follow_up[0]['id']}").json["result"]["followed_at"] == "2026-11-20T14:35:08"
+
     assert not js_errors, js_errors
     # Nothing was loaded from outside the live server.
     assert requested

@@ -221,8 +221,8 @@ def _wan(rng: random.Random, lo: int, hi: int, step: int = 1000) -> Decimal:
 class _Writer:
     """Creates records through RecordService, commits in batches and back-dates the stamps."""
 
-    def __init__(self, session: Session, models: ModelSet, lang: str):
-        self.session, self.models, self.lang = session, models, lang
+    def __init__(self, session: Session, models: ModelSet, lang: str, usernames: dict[int, str]):
+        self.session, self.models, self.lang, self.usernames = session, models, lang, usernames
         self.dicts = Dictionaries.load(session, models.system["dict_item"])
         self.services: dict[tuple[str, int], RecordService] = {}
         self.stamps: dict[str, list[dict]] = {e: [] for e in ENTITIES}
@@ -233,7 +233,8 @@ class _Writer:
         svc = self.services.get((entity, owner))
         if svc is None:
             svc = self.services[(entity, owner)] = RecordService(
-                self.session, self.models, entity, Actor(owner, self.lang), self.dicts)
+                self.session, self.models, entity, Actor(owner, self.lang, username=self.usernames.get(owner)),
+                self.dicts)
         try:
             obj = svc.create(data)
         except ValidationFailed as exc:
@@ -259,15 +260,28 @@ class _Writer:
 # -- the loader ----------------------------------------------------------------------------------
 
 def load_demo(session: Session, models: ModelSet, owner_ids: list[int], *, customers: int = 300,
-              seed: int = 20240501, lang: str = "zh") -> dict[str, int]:
+              seed: int = 20240501, lang: str = "zh", ticket_owner_ids: Sequence[int] = ()) -> dict[str, int]:
     """Create ``customers`` demo customers with contacts, follow-ups, demands, feedback and
-    opportunities owned by ``owner_ids``; return the number of records created per entity."""
+    opportunities owned by ``owner_ids``; return the number of records created per entity.
+    ``ticket_owner_ids``: the people handling tickets (the service department), who then own about
+    four in five feedback tickets — the rest stay with the customer's owner, as when a rep keeps one."""
     if not owner_ids:
         raise ValueError("load_demo needs at least one owner id")
+    from crm_meta.assignment import suspended  # the demo places its owners itself
+
+    with suspended():
+        return _load(session, models, owner_ids, customers, seed, lang, ticket_owner_ids)
+
+
+def _load(session: Session, models: ModelSet, owner_ids: list[int], customers: int, seed: int, lang: str,
+          ticket_owner_ids: Sequence[int]) -> dict[str, int]:
     rng = random.Random(seed)
     fake = Faker("zh_CN")
     fake.seed_instance(seed)
-    w = _Writer(session, models, lang)
+    user = models.model("customer").__mapper__.relationships["created_by"].mapper.class_
+    people = [*owner_ids, *ticket_owner_ids]  # the audit trail names who did what, as for a signed-in user
+    usernames = dict(session.execute(select(user.id, user.username).where(user.id.in_(people))).all())
+    w = _Writer(session, models, lang, usernames)
     codes = {name: _codes(models, w.dicts, name) for name in (
         "customer_type", "industry", "grade", "source", "region", "company_size", "customer_tag", "follow_up_method",
         "demand_type", "priority", "demand_status", "feedback_type", "feedback_channel", "ticket_priority",
@@ -429,6 +443,8 @@ def load_demo(session: Session, models: ModelSet, owner_ids: list[int], *, custo
                                         else {"urgent": 0, "important": 1, "normal": 5}),
                   "description": rng.choice(FEEDBACK_TEXT[kind]).format(n=rng.randint(2, 10)),
                   "owner": owner if rng.random() < 0.6 else rng.choice(owner_ids)}
+            if ticket_owner_ids and rng.random() < 0.8:
+                fb["owner"] = rng.choice(ticket_owner_ids)
             if rng.random() < 0.85:  # handled; the rest are still open
                 fb["handling"] = rng.choice(FEEDBACK_HANDLING[kind])
                 fb["result"] = rng.choice(FEEDBACK_RESULT[kind])

@@ -8,6 +8,8 @@ from flask import current_app
 from sqlalchemy import func, select
 
 # username, given name, family name, role, department, manages it, owns demo records
+# (the service department's people own most demo tickets, as the feedback_service assignment rule
+# would have made them)
 DEMO_USERS = [
     ("zhangwei", "伟", "张", "sales_manager", "sales", True, True),
     ("wangfang", "芳", "王", "sales_rep", "sales_east", False, True),
@@ -27,15 +29,16 @@ def demo_password() -> str:
     return os.environ.get("CRM_DEMO_PASSWORD") or secrets.token_urlsafe(16)
 
 
-def ensure_demo_users() -> list[int]:
-    """Create the demo users (role + department) that are missing; the ids of those owning records."""
+def ensure_demo_users() -> tuple[list[int], list[int]]:
+    """Create the demo users (role + department) that are missing; the ids of those owning records
+    and of those in the service department (who handle the demo's feedback tickets)."""
     from crm_meta.services.members import set_member
     from crm_meta.web.context import build
 
     b = build()
     sm = current_app.appbuilder.sm
     has_departments = b.registry.has_dictionary("department")
-    owners = []
+    owners, handlers = [], []
     for username, first, last, role_name, department, manager, owns in DEMO_USERS:
         role = sm.find_role(role_name) or sm.find_role(current_app.config["AUTH_ROLE_ADMIN"])
         user = sm.find_user(username=username)
@@ -45,8 +48,10 @@ def ensure_demo_users() -> list[int]:
             set_member(b.db.session, b.registry, b.models.system["member"], user.id, department, manager)
         if owns:
             owners.append(user.id)
+        if department == "service":
+            handlers.append(user.id)
     b.db.session.commit()
-    return owners
+    return owners, handlers
 
 
 def load_demo_once(customers: int = 300) -> dict[str, int] | None:
@@ -59,4 +64,5 @@ def load_demo_once(customers: int = 300) -> dict[str, int] | None:
     customer = b.models.model("customer")
     if session.execute(select(func.count()).select_from(customer)).scalar_one():
         return None
-    return load_demo(session, b.models, ensure_demo_users(), customers=customers)
+    owners, handlers = ensure_demo_users()
+    return load_demo(session, b.models, owners, customers=customers, ticket_owner_ids=handlers)

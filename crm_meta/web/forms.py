@@ -8,7 +8,6 @@ from flask_appbuilder.fieldwidgets import (
     BS3TextAreaFieldWidget,
     BS3TextFieldWidget,
     DatePickerWidget,
-    DateTimePickerWidget,
     Select2ManyWidget,
     Select2Widget,
 )
@@ -17,7 +16,7 @@ from markupsafe import Markup, escape
 from wtforms import (
     BooleanField,
     DateField,
-    DateTimeField,
+    DateTimeLocalField,
     DecimalField,
     HiddenField,
     IntegerField,
@@ -26,6 +25,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.widgets import DateTimeLocalInput
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
 from crm_meta.metadata.fieldtypes import EMAIL_PATTERN, PHONE_PATTERN, URL_PATTERN
@@ -35,6 +35,22 @@ from crm_meta.web.i18n import current_lang, lazy, t
 
 
 CHANGE_REASON = "change_reason"  # edit forms of entities with key fields ask why they change
+# Date and time fields: the first format is what the form shows (<input type="datetime-local">,
+# seconds kept); the others are what scripts and older forms post.
+DATETIME_FORMATS = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+
+
+class DateTimeLocalWidget(DateTimeLocalInput):
+    """The browser's own date-and-time picker, styled as the other inputs.
+
+    FAB's DateTimePickerWidget gets bootstrap-datepicker with a date-only format (ab.js): picking a
+    day wrote no time, and focusing then leaving the field rewrote "2026-11-23 21:15:03" as
+    "2026-11-24" — a value the form then refused, and a different day."""
+
+    def __call__(self, field, **kwargs):
+        kwargs.setdefault("class", "form-control")
+        kwargs.setdefault("step", "1")  # seconds: the stored value shows and saves unchanged
+        return super().__call__(field, **kwargs)
 
 
 def enum_choices(field: Field, *, blank: bool = True):
@@ -196,7 +212,7 @@ def form_field(f: Field, entity: str | None = None):
     if s == "date":
         return DateField(widget=DatePickerWidget(), format="%Y-%m-%d", **kw)
     if s == "datetime":
-        return DateTimeField(widget=DateTimePickerWidget(), format="%Y-%m-%d %H:%M:%S", **kw)
+        return DateTimeLocalField(widget=DateTimeLocalWidget(), format=DATETIME_FORMATS, **kw)
     return StringField(widget=BS3TextFieldWidget(), **kw)
 
 

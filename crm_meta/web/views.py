@@ -84,6 +84,7 @@ class EntityModelView(ModelView):
     entity: Entity
     list_template = "crm/list.html"
     show_template = "crm/show.html"
+    edit_template = "crm/edit.html"
     page_size = 25
     # Only the routes that go through the records service: FAB's bulk-action routes load rows
     # without row filters and its download route serves files; neither is offered.
