@@ -243,3 +243,17 @@ def test_info_describes_fields_without_dumping_related_rows(app, api):
     assert "owner" in fields and "choices" not in fields["owner"]  # no list of every user
     english = api.get("/api/v1/follow_up/_info", headers={"Accept-Language": "en"}).json
     assert {f["name"]: f for f in english["fields"]}["customer"]["entity"] == "customer"
+
+
+@pytest.mark.parametrize("entity", ["customer", "follow_up", "demand", "feedback"])
+def test_show_page_shows_each_field_once(app, client, api, entity):
+    ent = REGISTRY.entity(entity)
+    resp = api.post(f"/api/v1/{entity}/", json=api_record(ent, _refs(api, app, entity), _admin_id(app), _dicts(app)))
+    assert resp.status_code == 201, resp.json
+    html = client.get(f"/{entity}/show/{resp.json['id']}").get_data(as_text=True)
+    record = html.split("crm-history")[0]  # the record's fields, not its history
+    labels = re.findall(r"<th[^>]*>\s*([^<]+?)\s*</th>", record)
+    number = next(f for f in REGISTRY.entity(entity).fields if f.type == "autonumber")
+    assert number.label.zh in labels, labels
+    repeated = {label for label in labels if labels.count(label) > 1}
+    assert not repeated, repeated

@@ -454,9 +454,11 @@ def make_view(entity: Entity, models) -> type[EntityModelView]:
     sections = []
     for s in entity.form:
         sections.append((lazy(s.label), {"fields": [n for n in s.fields if entity.field(n).editable]}))
-    record_info = [f.name for f in fields if f.type == "autonumber"]
     show_sections = [(lazy(s.label), {"fields": [display_column(entity.field(n)) for n in s.fields]})
                      for s in entity.form]
+    shown = {c for _, spec in show_sections for c in spec["fields"]}
+    # record numbers lead the page, unless a section already shows them (once is enough)
+    record_info = [display_column(f) for f in fields if f.type == "autonumber" and display_column(f) not in shown]
     system = [display_column(entity.field(n)) for n in ("created_at", "created_by", "updated_at", "updated_by")]
     if record_info and show_sections:
         label, spec = show_sections[0]
