@@ -253,6 +253,20 @@ def test_info_and_dropdowns_offer_only_what_the_user_may_use(world):
     assert "can_update" not in info["permissions"] and "can_export" in info["permissions"]
 
 
+def test_marketing_sees_no_amount_of_money_anywhere(world):
+    """The marketing role hides the data class `revenue` ("no revenue"): no money field of any entity
+    it reads is described to it (the contract amount of a signed opportunity was)."""
+    marketing = world.api("marketing_me")
+    money = {(e.name, f.name) for e in world.registry.entities for f in e.fields if f.type == "money"}
+    assert ("opportunity", "contract_amount") in money
+    shown = set()
+    for entity in {e for e, _ in money}:
+        info = marketing.get(f"/api/v1/{entity}/_info")
+        if info.status_code == 200:
+            shown |= {(entity, f["name"]) for f in info.json["fields"]} & money
+    assert not shown, shown
+
+
 def test_openapi_document_shows_only_what_the_caller_may_use(world):
     rep = world.api("sales_rep_me").get("/api/v1/_openapi")
     assert rep.status_code == 200, rep.get_data(as_text=True)[:300]
