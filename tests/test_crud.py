@@ -257,3 +257,35 @@ def test_show_page_shows_each_field_once(app, client, api, entity):
     assert number.label.zh in labels, labels
     repeated = {label for label in labels if labels.count(label) > 1}
     assert not repeated, repeated
+
+
+def test_screen_paging_arguments_are_checked_and_capped(app, client, api):
+    ent = REGISTRY.entity("contact")
+    refs, uid, dicts = _refs(api, app, "contact"), _admin_id(app), _dicts(app)
+    for _ in range(101):
+        assert api.post("/api/v1/contact/", json=api_record(ent, refs, uid, dicts)).status_code == 201
+    # a hand-edited page number: a clear message in the CRM's own page, not a server error
+    bad = client.get("/contact/list/?page_ContactView=abc")
+    assert bad.status_code == 400
+    html = bad.get_data(as_text=True)
+    assert "page_ContactView 须为非负整数" in html and 'class="navbar' in html
+    assert client.get("/contact/list/?psize_ContactView=-5").status_code == 400
+    # a page larger than the page-size menu offers (25 … 100) is cut to 100 rows
+    rows = client.get("/contact/list/?psize_ContactView=100000").get_data(as_text=True)
+    assert len(re.findall(r'href="/contact/show/\d+"', rows)) == 100
+
+
+def test_refusals_keep_the_crms_layout_and_language(app, client):
+    from support import login
+
+    with app.app_context():
+        sm = app.appbuilder.sm
+        sm.add_user("rep_err", "芳", "王", "rep_err@example.com", sm.find_role("sales_rep"), "Pw-12345678")
+    rep = login(app.test_client(), "rep_err", "Pw-12345678")
+    refused = rep.get("/feedback/add")
+    assert refused.status_code == 403
+    html = refused.get_data(as_text=True)
+    assert 'class="navbar' in html and "没有权限" in html and "Forbidden" not in html
+    missing = client.get("/customer/show/987654")
+    assert missing.status_code == 404 and "页面或记录不存在" in missing.get_data(as_text=True)
+    assert client.get("/customer/show/987654", headers={"Accept": "application/json"}).json["message"]

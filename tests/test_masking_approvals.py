@@ -179,6 +179,9 @@ def test_export_shows_what_the_user_sees_and_is_audited(world):
         row = b.db.session.execute(select(audit.c.username, audit.c.quantity, audit.c.entity)
                                    .where(audit.c.action == "export")).one()
     assert tuple(row) == ("marketing_me", len(body), "customer")
+    csv = marketing.get("/customer/export/?format=csv")
+    assert csv.headers["Content-Type"] == "text/csv; charset=utf-8"  # one charset, as clients parse it
+    assert "138****5678" in csv.get_data(as_text=True) and "13812345678" not in csv.get_data(as_text=True)
     # a sales rep may not export customers at all
     assert world.browser("sales_rep_me").get("/customer/export/?format=csv").status_code == 403
     # filters that would probe masked values are refused here too

@@ -38,6 +38,6 @@ def export_response(entity, datamodel, filters, order_column: str, order_directi
                                                                   "search": search or None})
     context.session().commit()
     filename = f"{entity.label.get(lang)}.{fmt}"
-    return Response(data, mimetype=exporting.FORMATS[fmt], headers={
+    return Response(data, content_type=exporting.FORMATS[fmt], headers={  # (mimetype= would add a second charset)
         "Content-Disposition": f"attachment; filename=\"{entity.name}.{fmt}\"; filename*=UTF-8''{quote(filename)}",
         "X-Export-Rows": str(len(rows))})

@@ -186,6 +186,9 @@ def init_app(app: Flask, registry: Registry, plugins: Plugins | None = None) -> 
     scope_openapi(app)
     _protect_api_writes(app, csrf)
     app.after_request(_security_headers)
+    from crm_meta.web.errors import install_error_pages
+
+    install_error_pages(app)
 
 
 def _register(appbuilder: AppBuilder, models: ModelSet) -> None:

@@ -135,6 +135,10 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
     a script holding a low-privilege token could act with the rights of a browser's session.
     """
 
+    # FAB's 用户统计 (user statistics) chart loads Google Charts from gstatic.com: blocked by our
+    # Content-Security-Policy, it showed an empty page, and pages must load nothing from the internet.
+    userstatschartview = None
+
     @property
     def current_user(self):
         if _bearer():

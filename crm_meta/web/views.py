@@ -78,6 +78,16 @@ def formatter(f: Field):
     return None
 
 
+MAX_PAGE_SIZE = 100  # the largest page the list's page-size menu offers; a URL asking for more gets this
+
+
+def _check_paging_args() -> None:
+    """FAB reads ``page_<View>`` and ``psize_<View>`` with a bare int(): a hand-edited ``abc`` was a 500."""
+    for name, value in request.args.items(multi=True):
+        if ("page_" in name or "psize_" in name) and not value.isdigit():
+            abort(400, description=t(f"参数 {name} 须为非负整数", f"{name} must be a whole number (0, 1, 2 …)"))
+
+
 class EntityModelView(ModelView):
     """Base of the generated views; class attributes are filled in per entity by ``make_view``."""
 
@@ -91,10 +101,14 @@ class EntityModelView(ModelView):
     include_route_methods = {"list", "show", "add", "edit", "delete", "export", "import_file", "move"}
 
     # list --------------------------------------------------------------------------------------
+    def _list(self, **kwargs):
+        _check_paging_args()
+        return super()._list(**kwargs)
+
     def _get_list_widget(self, filters, actions=None, order_column="", order_direction="",
                          page=None, page_size=None, widgets=None, **kwargs):
         widgets = widgets or {}
-        page_size = page_size or self.page_size
+        page_size = min(page_size or self.page_size, MAX_PAGE_SIZE)
         if not order_column and self.base_order:
             order_column, order_direction = self.base_order
         refused = refused_filters(self.entity.name, [f.column_name for f, _ in filters.get_filters_values()])
