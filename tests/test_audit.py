@@ -125,15 +125,20 @@ def test_a_refused_change_leaves_no_audit_row(app, api):
     assert _rows(app, action="create") == []
 
 
-def test_history_and_audit_screen_mask_values_for_viewers_who_cannot_reveal(app, client, api):
+def test_history_and_audit_screen_mask_values_also_for_viewers_who_may_reveal(app, client, api):
     rid = api.post("/api/v1/customer/", json=_customer_body()).json["id"]
     assert api.put(f"/api/v1/customer/{rid}", json={"contact_phone": NEW_PHONE, "version": 1}).status_code == 200
 
+    # the admin may reveal the phone on the record's page (audited), not read it in the history
     admin = client.get(f"/crm/history/customer/{rid}")
     assert admin.status_code == 200
     phone = [e for e in admin.json["entries"] if e["field"] == "contact_phone" and e["action"] == "update"]
-    assert (phone[0]["old_value"], phone[0]["new_value"]) == (PHONE, NEW_PHONE)
+    assert (phone[0]["old_value"], phone[0]["new_value"]) == ("138****5678", "139****5432")
     assert phone[0]["field_label"] == REGISTRY.entity("customer").field("contact_phone").label.zh
+    for url in (f"/customer/show/{rid}", f"/crm/audit/?entity=customer&record_id={rid}"):
+        html = client.get(url).get_data(as_text=True)
+        assert "139****5432" in html and PHONE not in html and NEW_PHONE not in html, url
+    assert api.post(f"/api/v1/customer/{rid}/reveal?field=contact_phone").json["value"] == NEW_PHONE
     assert admin.json["entries"][0]["action"] == "update"  # newest first
 
     _user(app, "auditor1", "auditor")  # reads everything and the audit trail, may reveal nothing
@@ -152,8 +157,6 @@ def test_history_and_audit_screen_mask_values_for_viewers_who_cannot_reveal(app,
     html = screen.get_data(as_text=True)
     assert "138****5678" in html and "139****5432" in html
     assert PHONE not in html and NEW_PHONE not in html
-    admin_html = client.get(f"/crm/audit/?entity=customer&record_id={rid}").get_data(as_text=True)
-    assert PHONE in admin_html and NEW_PHONE in admin_html
 
 
 def test_history_needs_read_on_the_entity(app, api):
@@ -236,3 +239,30 @@ def test_triggers_come_back_after_a_restart(make_app):
             session.execute(text("DELETE FROM crm_audit"))
         session.rollback()
         session.remove()
+
+
+def test_history_on_the_record_page_reads_like_the_record(app, client, api):
+    """Dictionary labels, people's names, referenced records' titles and 是/否 — not codes and ids."""
+    rid = api.post("/api/v1/customer/", json=_customer_body("历史可读有限公司")).json["id"]
+    other = _user(app, "hist_owner", "admin")
+    assert api.put(f"/api/v1/customer/{rid}", json={"industry": "manufacturing", "owner": other,
+                                                     "version": 1}).status_code == 200
+    opp = api.post("/api/v1/opportunity/", json={"name": "历史商机", "customer": rid, "amount": 1000})
+    assert opp.status_code == 201, opp.json
+    second = api.post("/api/v1/customer/", json=_customer_body("另一家历史有限公司", "13700001111")).json["id"]
+    assert api.put(f"/api/v1/opportunity/{opp.json['id']}", json={"customer": second, "version": 1}).status_code == 200
+
+    def history_cells(url):
+        html = client.get(url).get_data(as_text=True)
+        table = html.split("crm-history", 1)[1]
+        return [(o.strip(), n.strip()) for o, n in re.findall(
+            r'<td class="crm-old">(.*?)</td><td class="crm-new">(.*?)</td>', table, re.S)]
+
+    cells = history_cells(f"/customer/show/{rid}")
+    assert ("零售业", "制造业") in cells, cells
+    assert ("系统管理员 (admin)", "试测 (hist_owner)") in cells, cells
+    assert not any(c in ("retail", "manufacturing", str(other)) for pair in cells for c in pair), cells
+    cells = history_cells(f"/opportunity/show/{opp.json['id']}")
+    assert (f"历史可读有限公司 (#{rid})", f"另一家历史有限公司 (#{second})") in cells, cells
+    audit_screen = client.get(f"/crm/audit/?entity=customer&record_id={rid}").get_data(as_text=True)
+    assert "制造业" in audit_screen and ">manufacturing<" not in audit_screen

@@ -10,7 +10,8 @@ the dashboard box of open alerts. Read-only except acknowledging an alert (a cha
 * ``register_audit(appbuilder, app)`` adds these, the append-only triggers, the ``X-Request-Id``
   response header and the sign-in protection of crm_meta/web/auth.py.
 
-Values of sensitive fields are shown masked unless the viewer may reveal that entity.
+Values of sensitive fields are shown masked, as on the record's page, also to viewers who may reveal
+them there (each reveal is audited; the history must not be a way around it).
 """
 from __future__ import annotations
 
@@ -64,10 +65,13 @@ def can_reveal() -> Callable[[str], bool]:
 
 
 def viewer_mask_of() -> audit.MaskOf:
-    """How the current viewer sees audited values, per entity and field: raw when they may reveal the
-    entity, else masked (declared ``mask`` fields and the fields their roles mask), hidden ones ****."""
+    """How the current viewer sees audited values, per entity and field: masked as the record's page
+    masks them (declared ``mask`` fields and the fields their roles mask), hidden ones ****.
+
+    Also for viewers who may reveal: a full value is seen one at a time through the record's reveal,
+    which is audited; a history showing old and new phones in full bypassed that."""
     policy = context.policy()
-    return audit.masker(context.build().registry, lambda e: policy.can(e, "reveal"),
+    return audit.masker(context.build().registry, None,
                         hidden=lambda e: policy.access(e).hidden,
                         masked=lambda e: policy.access(e).masked)
 
@@ -92,10 +96,81 @@ def _field_label(entity: str | None, field: str | None, lang: str) -> str:
 
 def _decorate(rows: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
     for r in rows:
-        r["action_label"] = ACTION_LABELS[r["action"]].get(lang) if r["action"] in ACTION_LABELS else r["action"]
+        r["action_label"] = action_label(r["action"], lang)
         r["entity_label"] = _entity_label(r["entity"], lang)
         r["field_label"] = _field_label(r["entity"], r["field"], lang)
+    return readable(rows, lang)
+
+
+def action_label(action: str, lang: str) -> str:
+    return ACTION_LABELS[action].get(lang) if action in ACTION_LABELS else action
+
+
+def readable(rows: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
+    """Add ``old_text`` / ``new_text``: each audited value as the record's page shows it — a
+    dictionary item's label rather than its code, a person's name rather than a user id, a
+    referenced record's title (when the viewer may read it, else its number), 是/否, a time to the
+    minute. Masked values stay as they are."""
+    registry, dicts, policy = context.build().registry, context.dictionaries(), context.policy()
+    fields = {}
+    entities = {e.name for e in registry.entities}
+    wanted: dict[str, set[int]] = {}  # "user" or a referenced entity → ids to name
+    for r in rows:
+        f = None
+        if r.get("entity") in entities and r.get("field"):
+            ent = registry.entity(r["entity"])
+            f = ent.field(r["field"]) if ent.has_field(r["field"]) else None
+        fields[id(r)] = f
+        if f is not None and f.is_fk and not r.get("masked"):
+            for v in (r.get("old_value"), r.get("new_value")):
+                if v is not None and str(v).isdigit():
+                    wanted.setdefault("user" if f.storage == "fk_user" else f.entity, set()).add(int(v))
+    names = {key: _names(key, ids, policy, registry) for key, ids in wanted.items()}
+    yes, no = t("是", "Yes"), t("否", "No")
+
+    def text(f, value):
+        if value is None or f is None:
+            return value
+        s = f.storage
+        if f.is_multi:
+            return "、".join(dicts.label(f.dictionary, c, lang) for c in str(value).split(",") if c)
+        if s == "code":
+            return dicts.label(f.dictionary, str(value), lang)
+        if s == "boolean":
+            return {"true": yes, "false": no}.get(str(value), value)
+        if s == "datetime":
+            return str(value)[:16]
+        if f.is_fk and str(value).isdigit():
+            found = names["user" if s == "fk_user" else f.entity].get(int(value))
+            return found or f"#{value}"
+        return value
+
+    for r in rows:
+        f = None if r.get("masked") else fields[id(r)]
+        r["old_text"], r["new_text"] = text(f, r.get("old_value")), text(f, r.get("new_value"))
     return rows
+
+
+def _names(key: str, ids: set[int], policy: Any, registry: Any) -> dict[int, str]:
+    """Display names of users, or titles of records of entity ``key`` the viewer may read."""
+    from sqlalchemy import select
+
+    from crm_meta.web.forms import user_name
+
+    session, models = context.session(), context.build().models
+    if key == "user":
+        user = current_app.appbuilder.sm.user_model
+        found = session.execute(select(user).where(user.id.in_(sorted(ids)))).scalars()
+        return {u.id: f"{user_name(u)} ({u.username})" for u in found}
+    if key not in models.models or not policy.can(key, "read"):
+        return {}
+    ent, model = registry.entity(key), models.model(key)
+    access = policy.access(key)
+    if not ent.title or ent.title in access.hidden or ent.title in access.masked or not ent.field(ent.title).column:
+        return {}
+    title = getattr(model, ent.field(ent.title).column)
+    stmt = policy.scope(key, select(model.id, title).where(model.id.in_(sorted(ids))), model)
+    return {rid: f"{value} (#{rid})" for rid, value in session.execute(stmt) if value not in (None, "")}
 
 
 def _int_arg(name: str, default: int | None = None) -> int | None:

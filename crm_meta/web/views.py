@@ -179,7 +179,7 @@ class EntityModelView(ModelView):
         """Pending key-field changes, reveal buttons and the record's history for the show page."""
         from crm_meta.services import approvals, audit
         from crm_meta.web.approvals import describe
-        from crm_meta.web.audit_views import viewer_mask_of
+        from crm_meta.web.audit_views import action_label, readable, viewer_mask_of
 
         lang = current_lang()
         policy = context.policy()
@@ -194,6 +194,8 @@ class EntityModelView(ModelView):
         for row in history:
             f = row.get("field")
             row["field_label"] = self.entity.field(f).label.get(lang) if f and self.entity.has_field(f) else f
+            row["action_label"] = action_label(row["action"], lang)
+        readable(history, lang)
         from crm_meta.services import pipelines
 
         dicts = context.dictionaries()
