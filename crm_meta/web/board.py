@@ -66,6 +66,7 @@ class BoardView(BaseView):
             "crm/board.html", columns=columns, entity=ent, field=f.name, pipeline=pipeline,
             title=pipeline.label.get(lang), can_move=policy.can(entity, "update"),
             api=f"/api/v1/{entity}/", move_base=f"/{entity}/move/",
+            labels={x.name: x.label.get(lang) for x in ent.fields},
             t_hint=t("拖动卡片到另一列以流转；需要补充信息时会提示。",
                      "Drag a card to another column to move it; you are told when something is missing."),
             t_fill=t("填写并流转", "Fill in and move"))

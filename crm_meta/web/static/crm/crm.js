@@ -59,13 +59,21 @@ $(function () {
             column.find(".crm-board-count").text(parseInt(column.find(".crm-board-count").text(), 10) + 1);
             source.find(".crm-board-count").text(parseInt(source.find(".crm-board-count").text(), 10) - 1);
         }).fail(function (xhr) {
-            var body = xhr.responseJSON || {}, msg = body.message;
+            // {"_": [what is missing, in words], "<field>": [messages]}: fields named by their labels; the
+            // "fill in and move" link only when the move is allowed and waits on values of other fields
+            var body = xhr.responseJSON || {}, msg = body.message, labels = board.data("labels") || {},
+                field = board.data("field"), missing = false;
             if (msg && typeof msg === "object") {
-                msg = (msg._ || []).concat(Object.keys(msg).filter(function (k) { return k !== "_"; })
-                    .map(function (k) { return k + ": " + msg[k].join(" "); })).join(" ");
+                var keys = Object.keys(msg).filter(function (k) { return k !== "_"; });
+                missing = keys.some(function (k) { return k !== field; });
+                msg = (msg._ || []).concat(keys.filter(function (k) { return !(msg._ || []).length || k === field; })
+                    .map(function (k) {
+                        var text = [].concat(msg[k]).join(" ");
+                        return k === field ? text : (labels[k] || k) + "：" + text;
+                    })).join(" ");
             }
             $(".crm-board-message").text(msg || xhr.statusText);
-            $(".crm-board-fill").attr("href", board.data("move") + id + "/" + board.data("field") + "/" + target);
+            $(".crm-board-fill").attr("href", board.data("move") + id + "/" + field + "/" + target).toggle(missing);
             $(".crm-board-error").show();
         });
     });
