@@ -264,5 +264,6 @@ def test_history_on_the_record_page_reads_like_the_record(app, client, api):
     assert not any(c in ("retail", "manufacturing", str(other)) for pair in cells for c in pair), cells
     cells = history_cells(f"/opportunity/show/{opp.json['id']}")
     assert (f"历史可读有限公司 (#{rid})", f"另一家历史有限公司 (#{second})") in cells, cells
+    assert ("", "1,000.00") in cells, cells  # the amount as the record shows it
     audit_screen = client.get(f"/crm/audit/?entity=customer&record_id={rid}").get_data(as_text=True)
     assert "制造业" in audit_screen and ">manufacturing<" not in audit_screen

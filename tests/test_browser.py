@@ -151,6 +151,7 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     page.goto(f"{base}/customer/list/")
     nav = page.locator(".navbar")
     expect(nav).to_contain_text("Customers")
+    expect(nav).to_contain_text("系统管理员")  # the admin's name, family name first (FAB wrote "管理员 系统")
     header = page.locator(f"{LIST} thead")
     expect(header).to_contain_text("Name")
     expect(header).to_contain_text("Customer No.")
@@ -315,3 +316,20 @@ def test_kanban_drag_into_contract_signed_needs_the_contract(make_app, live_serv
     page.goto(f"{base}/crm/board/opportunity/?field=stage")
     expect(page.locator(".crm-board-column[data-state=contract_signed]").locator(
         f".crm-card[data-id='{rid}']")).to_have_count(1)
+
+
+def test_the_english_menu_stays_on_one_row(app, live_server, page: Page):
+    """FAB's navbar sat in a fixed 1,170 px box: in English, with a user's full name, the language and
+    user menus wrapped under the brand on screens of 1280 to 1920 px."""
+    with app.app_context():
+        sm = app.appbuilder.sm
+        sm.add_user("amontgomery", "Alexandra", "Montgomery-Smith", "am@example.com", sm.find_role("admin"),
+                    "Pw-2026-long-name")
+    base = live_server(app)
+    _sign_in(page, base, "amontgomery", "Pw-2026-long-name")
+    page.goto(f"{base}/lang/en")
+    page.goto(f"{base}/customer/list/")
+    expect(page.locator(".navbar")).to_contain_text("Alexandra Montgomery-Smith")
+    for width in (1280, 1366, 1920):
+        page.set_viewport_size({"width": width, "height": 900})
+        assert page.eval_on_selector(".navbar", "n => n.getBoundingClientRect().height") < 70, width

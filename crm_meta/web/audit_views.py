@@ -15,6 +15,7 @@ them there (each reveal is audited; the history must not be a way around it).
 """
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Callable
 from urllib.parse import urlencode
 
@@ -140,6 +141,11 @@ def readable(rows: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
             return {"true": yes, "false": no}.get(str(value), value)
         if s == "datetime":
             return str(value)[:16]
+        if f.type == "money":
+            try:
+                return f"{Decimal(str(value)):,.2f}"
+            except ArithmeticError:
+                return value
         if f.is_fk and str(value).isdigit():
             found = names["user" if s == "fk_user" else f.entity].get(int(value))
             return found or f"#{value}"

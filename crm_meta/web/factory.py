@@ -189,6 +189,9 @@ def init_app(app: Flask, registry: Registry, plugins: Plugins | None = None) -> 
     from crm_meta.web.errors import install_error_pages
 
     install_error_pages(app)
+    from crm_meta.web.forms import user_name
+
+    app.add_template_filter(user_name, "crm_person")  # the navbar's user menu (templates/appbuilder/)
 
 
 def _register(appbuilder: AppBuilder, models: ModelSet) -> None:
