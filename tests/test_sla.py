@@ -280,3 +280,23 @@ def test_reading_breached_live_changes_no_table(make_app):
         assert system_digest(b.models) == system_digest(plain)
         assert str(plain_model.sla_breached.expression) == "feedback.sla_breached"
         assert "CASE" in str(live_model.sla_breached.expression)
+
+
+def test_demo_backfill_answers_no_ticket_in_the_future(make_app):
+    """The demo's backfill puts answers half-way to the due time — but never after now: a normal
+    ticket (resolve within 168 h) entered an hour ago and closed was not resolved 3½ days ahead."""
+    from crm_meta.services import sla
+
+    app = make_app()
+    crm = Crm(app)
+    with clock.frozen(T0) as move:
+        cust = crm.customer("客户乙", "B")
+        rid = ticket(crm, cust, "normal", handling="已更换配件", status="handled")
+        move(T0 + 1 * H)
+        with app.app_context():
+            b = app.extensions["crm"]
+            sla.backfill(b.db.session, b.models, answered="midpoint")
+            b.db.session.commit()
+        row = crm.row("feedback", rid)
+    assert row["responded_at"] is not None and row["resolved_at"] is not None, row
+    assert T0 <= row["responded_at"] <= row["resolved_at"] <= T0 + 1 * H, (row["responded_at"], row["resolved_at"])

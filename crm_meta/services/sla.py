@@ -380,7 +380,7 @@ def backfill(session: Session, models: ModelSet, *, answered: str = "keep") -> i
     model = models.model(FEEDBACK)
     t = model.__table__
     has_status = STATUS in t.c
-    rows = []
+    rows, now = [], clock.now()
     for r in session.execute(select(t.c.id, t.c.created_at, t.c[PRIORITY].label("priority"),
                                     *([t.c[STATUS].label("status")] if has_status else []),
                                     t.c[RESPONDED].label("responded"), t.c[RESOLVED].label("resolved"))):
@@ -388,7 +388,9 @@ def backfill(session: Session, models: ModelSet, *, answered: str = "keep") -> i
         response_due, resolve_due = due_times(r.created_at, r.priority, s)
         responded, resolved = r.responded, r.resolved
         if answered == "midpoint" and r.created_at is not None:
-            half = lambda due, hours: r.created_at + (due - r.created_at) / 2 if due else r.created_at + timedelta(hours=hours)  # noqa: E731
+            def half(due, hours):  # not later than now: a ticket entered an hour ago was not resolved tomorrow
+                return min(r.created_at + (due - r.created_at) / 2 if due else r.created_at + timedelta(hours=hours),
+                           max(now, r.created_at))
             responded = half(response_due, 1) if s.responds(status) else None
             resolved = half(resolve_due, 4) if s.resolves(status) else None
             responded = min(responded, resolved) if responded and resolved else responded
