@@ -267,6 +267,20 @@ def test_marketing_sees_no_amount_of_money_anywhere(world):
     assert not shown, shown
 
 
+def test_every_user_reads_their_own_menu_over_rest(world):
+    """GET /api/v1/menu/ is in everyone's OpenAPI document; it answers each user with their menu."""
+    def labels(items):
+        items = [i for i in items if isinstance(i, dict)]  # "-": a separator
+        return {i["name"] for i in items} | {n for i in items for n in labels(i.get("childs") or [])}
+
+    rep = world.api("sales_rep_me")
+    assert "/api/v1/menu/" in rep.get("/api/v1/_openapi").json["paths"]
+    menu = rep.get("/api/v1/menu/")
+    assert menu.status_code == 200, menu.get_data(as_text=True)
+    mine, everything = labels(menu.json["result"]), labels(world.api("admin_me").get("/api/v1/menu/").json["result"])
+    assert "customer" in mine and "audit" not in mine and "audit" in everything, (mine, everything)
+
+
 def test_openapi_document_shows_only_what_the_caller_may_use(world):
     rep = world.api("sales_rep_me").get("/api/v1/_openapi")
     assert rep.status_code == 200, rep.get_data(as_text=True)[:300]

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 SELF_SERVICE_VIEWS = ("UserInfoEditView", "ResetMyPasswordView")  # every user edits their own profile
 SELF_SERVICE_PERMISSIONS = ("can_userinfo", "resetmypassword", "userinfoedit")
-API_DOCUMENT_VIEWS = ("OpenApi", "SwaggerView")  # everyone reads the API document, filtered to their rights
+# everyone reads the API document and the menu (GET /api/v1/menu/), each filtered to their rights
+API_DOCUMENT_VIEWS = ("OpenApi", "SwaggerView", "MenuApi")
 
 STATE_KEY = "permissions_digest"
 PROCESS_SCREENS = {"customer": "followups", "feedback": "sla"}  # screen of readers of the entity

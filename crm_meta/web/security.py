@@ -188,6 +188,20 @@ class CrmSecurityManager(AuthAuditMixin, SecurityManager):
         who = self.bearer_who()
         return who if who is not None else self.current_user
 
+    def get_user_menu_access(self, menu_names=None):
+        """The menu items of a bearer's roles (GET /api/v1/menu/): FAB looked for flask_jwt_extended's
+        user, which a cached bearer read never loads, and answered with the public role's (none)."""
+        if _bearer():
+            user = self.request_user()
+            if isinstance(user, Who):
+                if not (user.active and user.role_ids):
+                    return set()
+                return {pvm.view_menu.name for pvm in self.find_roles_permission_view_menus(
+                    "menu_access", list(user.role_ids))}
+            active = user is not None and user.is_active
+            return self._get_user_permission_view_menus(user if active else None, "menu_access", menu_names)
+        return super().get_user_menu_access(menu_names)
+
     def has_access(self, permission_name: str, view_name: str) -> bool:
         if _bearer():
             user = self.request_user()
