@@ -218,7 +218,7 @@ def test_reassignment_is_audited_with_names_and_shown_in_history(team):
     assert len(_events(team, "reassign")) == 1
     ui = login(team.app.test_client())
     html = ui.get(f"/customer/show/{rid}").get_data(as_text=True)
-    assert "reassign" in html and "e1 T (e1)" in html and "e2 T (e2)" in html
+    assert "转交负责人" in html and "e1 T (e1)" in html and "e2 T (e2)" in html  # the action by its label
     audit = ui.get("/crm/audit/?action=reassign").get_data(as_text=True)
     assert "e2 T (e2)" in audit
 

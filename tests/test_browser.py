@@ -303,6 +303,11 @@ def test_kanban_drag_into_contract_signed_needs_the_contract(make_app, live_serv
     page.fill("#contract_no", "HT-2026-001")
     page.fill("#contract_amount", "480000")
     page.fill("#comment", "客户已盖章")
+    page.locator("#effective_date").click()  # the picker speaks Chinese, weeks start on Monday
+    expect(page.locator(".datepicker-dropdown")).to_be_visible()
+    expect(page.locator(".datepicker-dropdown .datepicker-switch").first).to_contain_text("年")
+    expect(page.locator(".datepicker-dropdown th.dow").first).to_have_text("一")
+    page.keyboard.press("Escape")
     page.fill("#effective_date", "2026-12-01")  # typed (no keyup): the date picker keeps it (crm.js)
     page.locator("#crm-move-submit").click()
     page.wait_for_load_state()

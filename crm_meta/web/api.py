@@ -283,6 +283,12 @@ class EntityApi(BearerFirstApi, ModelRestApi):
                     properties:
                       fields: {type: array, items: {type: object}}
                       permissions: {type: array, items: {type: string}}
+                      filters:
+                        type: object
+                        description: >-
+                          The filters the caller may use per column, each with its `operator` for
+                          `q=(filters:!((col:…,opr:…,value:…)))` and its name in the caller's language
+                        additionalProperties: {type: array, items: {type: object}}
             401: {$ref: '#/components/responses/401'}
         """
         lang = current_lang()
@@ -310,7 +316,11 @@ class EntityApi(BearerFirstApi, ModelRestApi):
                 item["max_length"] = f.max_length
             fields.append(item)
         allowed = [f"can_{a}" for a in sorted(access.actions)]
-        return self.response(200, fields=fields, permissions=allowed)
+        searchable = [c for c in self.search_columns if c not in access.hidden]
+        refused = set(refused_filters(self.entity.name, searchable))
+        filters = {c: [{"name": str(f.name), "operator": f.arg_name} for f in self._filters.get_search_filters()[c]]
+                   for c in searchable if c not in refused and c in self._filters.get_search_filters()}
+        return self.response(200, fields=fields, permissions=allowed, filters=filters)
 
     @expose("/export", methods=["GET"])
     @protect()

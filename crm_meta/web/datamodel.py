@@ -3,10 +3,18 @@ capped counts and a quick text search that never probes masked values."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from flask_appbuilder.models.filters import Filters
+from flask_appbuilder.models.sqla.filters import (
+    FilterEqual,
+    FilterIn,
+    FilterNotEqual,
+    FilterNotIn,
+    SQLAFilterConverter,
+)
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.utils.base import get_column_root_relation, is_column_dotted
 from sqlalchemy import func, literal_column, or_, select
@@ -64,6 +72,20 @@ _CODES_DECODERS = {
 }
 
 
+class EntityFilterConverter(SQLAFilterConverter):
+    """FAB's filters per column type, and a dictionary field (its stored code) compared whole: equal
+    first, so a filter on 客户类型 starts at 等于 rather than 以开始, and no text comparisons."""
+
+    conversion_table = (("is_code", [FilterEqual, FilterNotEqual, FilterIn, FilterNotIn]),) + \
+        SQLAFilterConverter.conversion_table
+
+
+def _listed(values: list) -> list:
+    """A screen's "In" box is one text: "张三, 李四" is two values (FAB took each character for one)."""
+    return [part.strip() for v in values for part in
+            (re.split(r"[,，、;；]", v) if isinstance(v, str) else [v]) if str(part).strip()]
+
+
 class LeanFilters(Filters):
     """FAB's ``Filters`` without building every column's filter objects for each instance.
 
@@ -83,6 +105,14 @@ class LeanFilters(Filters):
         if search_filters:
             for k, v in search_filters.items():
                 self._search_filters[k] += v
+
+    def add_filter_index(self, column_name: str, filter_instance_index: int, value: Any):
+        """A screen's filter (FAB's ``_flt_<index>_<column>`` URL arguments, a list of texts)."""
+        found = self._all_filters.get(column_name) or []
+        if 0 <= filter_instance_index < len(found) and isinstance(found[filter_instance_index], (FilterIn, FilterNotIn)) \
+                and isinstance(value, (list, tuple)):
+            value = _listed(list(value))
+        super().add_filter_index(column_name, filter_instance_index, value)
 
     @property
     def _all_filters(self):
@@ -137,8 +167,12 @@ class LeanFiltersMixin:
 class EntityInterface(LeanFiltersMixin, SQLAInterface):
     """Lists count at most COUNT_CAP rows (an uncapped COUNT on a large table takes seconds)."""
 
+    filter_converter_class = EntityFilterConverter
+
     def __init__(self, obj: type, session: Any = None, search_columns: tuple[str, ...] = (),
-                 entity: str = "", search_fields: tuple[str, ...] = (), multi_fields: tuple[str, ...] = ()):
+                 entity: str = "", search_fields: tuple[str, ...] = (), multi_fields: tuple[str, ...] = (),
+                 code_columns: tuple[str, ...] = ()):
+        self.code_columns = frozenset(code_columns)
         super().__init__(obj, session)
         for key, column in list(self.list_columns.items()):  # a field computed when read (SLA breach):
             stored = obj.__table__.c.get(key)  # FAB's form/type introspection reads its stored column
@@ -148,6 +182,10 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
         self.entity_name = entity
         self.search_fields = search_fields
         self._multi_fields = multi_fields
+
+    def is_code(self, col_name: str) -> bool:
+        """A dictionary field's column (one item's code)."""
+        return col_name in self.code_columns
 
     def scoped(self, query):
         """``query`` limited to the rows this request's user may read."""
@@ -351,4 +389,5 @@ def entity_interface(entity, models) -> EntityInterface:
     return EntityInterface(models.model(entity.name),
                            search_columns=tuple(entity.field(n).column for n in entity.search_fields),
                            entity=entity.name, search_fields=tuple(entity.search_fields),
-                           multi_fields=tuple(f.name for f in entity.fields if f.is_multi))
+                           multi_fields=tuple(f.name for f in entity.fields if f.is_multi),
+                           code_columns=tuple(f.column for f in entity.fields if f.storage == "code"))

@@ -192,6 +192,9 @@ def init_app(app: Flask, registry: Registry, plugins: Plugins | None = None) -> 
     from crm_meta.web.forms import user_name
 
     app.add_template_filter(user_name, "crm_person")  # the navbar's user menu (templates/appbuilder/)
+    from crm_meta.web.i18n import current_lang
+
+    app.add_template_global(current_lang, "crm_lang")  # crm/base.html: the page's language for crm.js
 
 
 def _register(appbuilder: AppBuilder, models: ModelSet) -> None:
