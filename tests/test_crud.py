@@ -202,6 +202,8 @@ def test_add_form_starts_with_the_declared_defaults(app, client, api):
     me = _admin_id(app)  # owner: default current_user, pre-selected
     assert f'value="{me}" selected' in html or f'selected value="{me}"' in html
     assert 'name="customer_type"' not in html  # a pipeline field: new customers start as prospects
+    owner_label = re.search(r'<label for="owner"[^>]*>(.*?)</label>', html, re.S)
+    assert owner_label and "&#42;" in owner_label.group(1), owner_label  # required (though pre-filled)
     token = csrf_token(client, "/customer/add")
     resp = client.post("/customer/add", data={
         "name": "默认值客户", "industry": "retail", "contact_name": "钱七", "contact_phone": "13600000000",

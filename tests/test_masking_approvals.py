@@ -108,10 +108,15 @@ def test_key_field_change_by_others_waits_for_the_owner(world):
     html = world.browser("sales_rep_me").get(f"/customer/show/{rid}").get_data(as_text=True)
     assert "客户来电更换号码" in html and "137****0000" in html
     assert [r["id"] for r in owner.get("/api/v1/approvals/").json["result"]] == [request_id]
+    told = [n for n in owner.get("/api/v1/notifications/").json["result"] if n["kind"] == "approval_request"]
+    assert len(told) == 1 and "联系电话" in told[0]["text"] and "等待您审批" in told[0]["text"], told
+    assert "13700000000" not in told[0]["text"] and told[0]["record_id"] == rid
     assert world.api("other_dept").get("/api/v1/approvals/").json["result"] == []  # not their record
     assert world.api("other_dept").post(f"/api/v1/approvals/{request_id}/approve").status_code == 404
     done = owner.post(f"/api/v1/approvals/{request_id}/approve", json={"comment": "已核实"})
     assert done.status_code == 200 and done.json["status"] == "approved"
+    outcome = [n["text"] for n in service.get("/api/v1/notifications/").json["result"] if n["kind"] == "approval_decided"]
+    assert len(outcome) == 1 and "已批准" in outcome[0], outcome
     assert _raw(world, "customer", rid, "contact_phone") == "13700000000"
     assert owner.post(f"/api/v1/approvals/{request_id}/approve").status_code == 422  # decided already
     # the owner's own key-field edit applies at once
@@ -145,6 +150,8 @@ def test_approvals_screen_lists_and_decides(world):
     ui = world.browser("sales_rep_me")
     page = ui.get("/crm/approvals/").get_data(as_text=True)
     assert "钱七" in page
+    name = _raw(world, "customer", rid, "name")
+    assert f"{name} (#{rid})" in page  # the record by its name, not only its number
     token = csrf_token(ui, "/crm/approvals/")
     resp = ui.post(f"/crm/approvals/{req}/decide", data={"decision": "reject", "csrf_token": token})
     assert resp.status_code == 302

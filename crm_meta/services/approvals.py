@@ -46,7 +46,32 @@ def request(session, models, entity, obj: Any, changes: dict[str, tuple[Any, Any
     request_id = result.inserted_primary_key[0]
     _audit(session, models, actor, "change_requested", entity.name, obj.id,
            {"request": request_id, "fields": sorted(changes)})
+    owner = getattr(obj, entity.field(entity.owner_field).column, None) if entity.owner_field else None
+    if owner is not None and owner != actor.user_id:  # the owner decides: tell them something waits
+        fields_zh = "、".join(entity.field(n).label.zh for n in sorted(changes))
+        fields_en = ", ".join(entity.field(n).label.en for n in sorted(changes))
+        title = _title(entity, obj)
+        _notify(session, models, owner, APPROVAL_REQUEST, request_id, entity.name, obj.id,
+                f"{entity.label.zh}「{title}」的{fields_zh}修改等待您审批",
+                f"A change of {fields_en} on {entity.label.en} \"{title}\" waits for your approval")
     return request_id
+
+
+APPROVAL_REQUEST, APPROVAL_DECIDED = "approval_request", "approval_decided"  # notification kinds
+
+
+def _title(entity, obj: Any) -> str:
+    value = getattr(obj, entity.field(entity.title).column, None) if entity.title else None
+    return str(value) if value not in (None, "") else f"#{obj.id}"
+
+
+def _notify(session, models, user_id: int, kind: str, request_id: int, entity: str, record_id: int,
+            zh: str, en: str) -> None:
+    from crm_meta.services import notifications
+
+    notifications.notify(session, models.system["notification"], [{
+        "user_id": user_id, "kind": kind, "dedupe_key": f"change_request:{request_id}", "message": zh,
+        "entity": entity, "record_id": record_id, "detail": {"zh": zh, "en": en, "request": request_id}}])
 
 
 def pending_for(session, models, entity: str, record_id: int) -> list[dict]:
@@ -125,4 +150,11 @@ def decide(session, models, request_id: Any, actor, policy, *, approve: bool, co
     _audit(session, models, actor, "approved" if approve else "rejected", req["entity"], req["record_id"],
            {"request": req["id"], "fields": sorted(req["changes"])})
     req.update(status=APPROVED if approve else REJECTED, decided_by_id=actor.user_id)
+    if req["requested_by_id"] is not None:  # the requester learns the outcome
+        entity = models.registry.entity(req["entity"])
+        title = _title(entity, obj)
+        verdict_zh, verdict_en = ("已批准", "approved") if approve else ("被驳回", "rejected")
+        _notify(session, models, req["requested_by_id"], APPROVAL_DECIDED, req["id"], req["entity"], obj.id,
+                f"您对{entity.label.zh}「{title}」的修改申请{verdict_zh}",
+                f"Your change request on {entity.label.en} \"{title}\" was {verdict_en}")
     return req

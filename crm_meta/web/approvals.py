@@ -29,6 +29,13 @@ def describe(rows: list[dict], lang: str) -> list[dict]:
     ids = {r["requested_by_id"] for r in rows}
     names = {u.id: f"{user_name(u)} ({u.username})" for u in context.session().execute(
         select(User).where(User.id.in_(ids))).scalars()} if ids else {}
+    from crm_meta.web.audit_views import names_of
+
+    wanted: dict[str, set[int]] = {}
+    for r in rows:
+        if r["entity"] in context.build().models.models and r.get("record_id") is not None:
+            wanted.setdefault(r["entity"], set()).add(int(r["record_id"]))
+    titles = {e: names_of(e, ids, policy, registry) for e, ids in wanted.items()}  # "name (#id)", if readable
     out = []
     for r in rows:
         entity = registry.entity(r["entity"]) if r["entity"] in context.build().models.models else None
@@ -41,6 +48,7 @@ def describe(rows: list[dict], lang: str) -> list[dict]:
                             "new": mask(kind, new) if kind else new})
         out.append({**r, "changes": changes, "by": names.get(r["requested_by_id"], str(r["requested_by_id"])),
                     "entity_label": entity.label.get(lang) if entity else r["entity"],
+                    "record_title": titles.get(r["entity"], {}).get(r.get("record_id")) or f"#{r.get('record_id')}",
                     "may_decide": r["status"] == approvals.PENDING and r["requested_by_id"] != policy.user_id})
     return out
 

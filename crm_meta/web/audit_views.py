@@ -126,7 +126,7 @@ def readable(rows: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
             for v in (r.get("old_value"), r.get("new_value")):
                 if v is not None and str(v).isdigit():
                     wanted.setdefault("user" if f.storage == "fk_user" else f.entity, set()).add(int(v))
-    names = {key: _names(key, ids, policy, registry) for key, ids in wanted.items()}
+    names = {key: names_of(key, ids, policy, registry) for key, ids in wanted.items()}
     yes, no = t("是", "Yes"), t("否", "No")
 
     def text(f, value):
@@ -157,7 +157,7 @@ def readable(rows: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _names(key: str, ids: set[int], policy: Any, registry: Any) -> dict[int, str]:
+def names_of(key: str, ids: set[int], policy: Any, registry: Any) -> dict[int, str]:
     """Display names of users, or titles of records of entity ``key`` the viewer may read."""
     from sqlalchemy import select
 

@@ -142,10 +142,23 @@ class LookupField(StringField):
         self.target = target
 
 
+class Prefilled:
+    """A required field the form starts filled (its declared default, e.g. the owner = me): marked
+    required like the others (FAB's asterisk, the browser's check); left empty by a script, the
+    records service still fills the default in."""
+
+    field_flags = {"required": True}
+
+    def __call__(self, form, field):
+        return None
+
+
 def _validators(f: Field) -> list:
     out: list = []
     if f.required and f.default is None:
         out.append(InputRequired() if f.storage == "integer" else DataRequired())
+    elif f.required and not f.system:
+        out.extend([Prefilled(), Optional()])
     else:
         out.append(Optional())
     if f.max_length and f.storage == "string":
