@@ -59,9 +59,12 @@ def render_risk(build, actor) -> str:
     by_stage = dict(session.execute(_scoped(
         select(customer.lifecycle_stage, func.count()).where(scored).group_by(customer.lifecycle_stage))).all())
     if not sum(by_stage.values()):
+        if policy.superuser:  # the one who can do something about it gets the commands
+            return "<p class='crm-lc-empty'>{}</p>".format(escape(t(
+                "尚未评分：请运行 flask --app app crm jobs run（或 crm lifecycle train 和 score）",
+                "Not scored yet: run `flask --app app crm jobs run` (or `crm lifecycle train` and `score`)")))
         return "<p class='crm-lc-empty'>{}</p>".format(escape(t(
-            "尚未评分：请运行 flask --app app crm lifecycle train 和 score",
-            "Not scored yet: run `flask --app app crm lifecycle train` and `score`")))
+            "尚未评分：系统完成每日评分后显示", "Not scored yet: shown once the daily scoring has run")))
     band = case((customer.churn_risk >= AT_RISK, "high"), (customer.churn_risk >= MEDIUM_RISK, "medium"),
                 else_="low")
     by_band = dict(session.execute(_scoped(

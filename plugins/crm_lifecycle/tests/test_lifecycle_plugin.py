@@ -225,6 +225,17 @@ def test_no_churned_customers_is_a_clear_message(tmp_path):
     assert "found 0 churned" in job.output
 
 
+def test_before_any_scoring_only_the_admin_is_shown_commands(tmp_path):
+    app = make_app(tmp_path, plugins=["crm_lifecycle"])
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["crm", "create-user", "rep2", "--role", "sales_rep", "--password", REP_PASSWORD]
+                         ).exit_code == 0
+    admin = login(app.test_client(), app).get("/").get_data(as_text=True)
+    assert "crm-lc-empty" in admin and "crm jobs run" in admin
+    rep = login(app.test_client(), app, "rep2", REP_PASSWORD).get("/").get_data(as_text=True)
+    assert "crm-lc-empty" in rep and "flask" not in rep and "每日评分" in rep
+
+
 def _as_system(app, entity, rid, values):
     from crm_meta.services.records import Actor, RecordService
 
