@@ -45,7 +45,7 @@ install: install-app system-deps
 
 run: install-app
 	$(FLASK) --app app crm init --demo
-	$(FLASK) --app app crm jobs run  # the due daily jobs: reminders, SLA scan, churn scores (cron does this later)
+	-$(FLASK) --app app crm jobs run  # the due daily jobs (reminders, SLA scan, churn scores); a failed one does not stop the CRM
 	@echo "Serving the CRM at http://$(HOST):$(PORT)/ (Ctrl-C to stop)"
 	$(VENV)/bin/gunicorn --workers 2 --bind $(HOST):$(PORT) --no-control-socket --access-logfile - 'app:create_app()'
 
