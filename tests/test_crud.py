@@ -291,3 +291,25 @@ def test_refusals_keep_the_crms_layout_and_language(app, client):
     missing = client.get("/customer/show/987654")
     assert missing.status_code == 404 and "页面或记录不存在" in missing.get_data(as_text=True)
     assert client.get("/customer/show/987654", headers={"Accept": "application/json"}).json["message"]
+
+
+def test_customers_filter_by_tag_on_the_list_and_on_rest(app, client, api):
+    for name, tags in (("甲标签公司", ["key_account"]), ("乙标签公司", ["price_sensitive"]), ("丙标签公司", []),
+                       ("丁标签公司", ["key_account", "price_sensitive"])):
+        resp = api.post("/api/v1/customer/", json={"name": name, "customer_type": "prospect", "industry": "retail",
+                                                   "contact_name": "王五", "contact_phone": "13800000000", "tags": tags})
+        assert resp.status_code == 201, resp.json
+
+    def names(html):
+        return sorted(set(re.findall(r"[甲乙丙丁]标签公司", html.split("table-bordered", 1)[1])))
+
+    listed = client.get("/customer/list/").get_data(as_text=True)
+    assert '"tags": [' in listed  # offered among the list's filters
+    has = names(client.get("/customer/list/?_flt_0_tags=key_account").get_data(as_text=True))
+    assert has == ["丁标签公司", "甲标签公司"], has
+    assert names(client.get("/customer/list/?_flt_1_tags=key_account").get_data(as_text=True)) == ["丙标签公司",
+                                                                                                   "乙标签公司"]
+    both = api.get("/api/v1/customer/?q=(filters:!((col:tags,opr:has,value:!(key_account,price_sensitive))))").json
+    assert [r["name"] for r in both["result"]] == ["丁标签公司"] and both["count"] == 1  # a list: every code
+    none = api.get("/api/v1/customer/?q=(filters:!((col:tags,opr:nhas,value:!(key_account,price_sensitive))))").json
+    assert [r["name"] for r in none["result"]] == ["丙标签公司"]

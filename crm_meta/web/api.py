@@ -567,9 +567,8 @@ def make_api(entity: Entity, models) -> type[EntityApi]:
     schemas = build_schemas(entity, prefix)
     show = schemas["show"]()
     columns = [display_column(entity.field(n)) for n in entity.list_fields]
-    searchable = [entity.field(n).column for n in
-                  dict.fromkeys(entity.search_fields + entity.filter_fields)
-                  if not entity.field(n).is_multi]
+    searchable = [n if entity.field(n).is_multi else entity.field(n).column  # tags: filtered by the codes held
+                  for n in dict.fromkeys(entity.search_fields + entity.filter_fields)]
     attrs = {
         "entity": entity,
         "resource_name": entity.name,

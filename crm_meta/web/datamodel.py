@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from flask_appbuilder.models.filters import Filters
+from flask_appbuilder.models.filters import BaseFilter, Filters
 from flask_appbuilder.models.sqla.filters import (
     FilterEqual,
     FilterIn,
@@ -19,9 +19,11 @@ from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.utils.base import get_column_root_relation, is_column_dotted
 from sqlalchemy import func, literal_column, or_, select
 
+from crm_meta.metadata.model import Label
 from crm_meta.services import counting
 from crm_meta.services.records import COUNT_CAP
 from crm_meta.web import context, principals
+from crm_meta.web.i18n import lazy
 
 
 # Counting a constant lets the database answer from an index alone (an index on owner_id holds no
@@ -72,12 +74,43 @@ _CODES_DECODERS = {
 }
 
 
-class EntityFilterConverter(SQLAFilterConverter):
-    """FAB's filters per column type, and a dictionary field (its stored code) compared whole: equal
-    first, so a filter on 客户类型 starts at 等于 rather than 以开始, and no text comparisons."""
+def _codes_of(value: Any) -> list:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [str(v) for v in values if v not in (None, "")]
 
-    conversion_table = (("is_code", [FilterEqual, FilterNotEqual, FilterIn, FilterNotIn]),) + \
-        SQLAFilterConverter.conversion_table
+
+class FilterHasCode(BaseFilter):
+    """A multi-value field (tags) holding the given code; ``has`` on REST, where a list of codes
+    means every one of them (FAB applies a list value code by code)."""
+
+    name = lazy(Label("包含", "Has"))
+    arg_name = "has"
+
+    def _records(self, value):
+        link = getattr(self.model, f"{self.column_name}_links").property.mapper.local_table
+        return select(link.c.record_id).where(link.c.code.in_(_codes_of(value)))
+
+    def apply(self, query, value):
+        return query.filter(self.model.id.in_(self._records(value)))
+
+
+class FilterHasNotCode(FilterHasCode):
+    """Not holding the given code (a list: none of them); ``nhas`` on REST."""
+
+    name = lazy(Label("不包含", "Has not"))
+    arg_name = "nhas"
+
+    def apply(self, query, value):
+        return query.filter(self.model.id.not_in(self._records(value)))
+
+
+class EntityFilterConverter(SQLAFilterConverter):
+    """FAB's filters per column type, and two of the CRM's: a dictionary field (its stored code) is
+    compared whole — equal first, so a filter on 客户类型 starts at 等于 rather than 以开始, and no
+    text comparisons —, and a multi-value field (tags) is filtered by the codes it holds."""
+
+    conversion_table = (("is_code", [FilterEqual, FilterNotEqual, FilterIn, FilterNotIn]),
+                        ("is_multi", [FilterHasCode, FilterHasNotCode])) + SQLAFilterConverter.conversion_table
 
 
 def _listed(values: list) -> list:
@@ -117,7 +150,8 @@ class LeanFilters(Filters):
     @property
     def _all_filters(self):
         if "_lean_all_filters" not in self.__dict__:
-            self.__dict__["_lean_all_filters"] = self._get_filters(self.datamodel.get_columns_list())
+            columns = list(dict.fromkeys([*self.datamodel.get_columns_list(), *self.search_columns]))  # + tags
+            self.__dict__["_lean_all_filters"] = self._get_filters(columns)
         return self.__dict__["_lean_all_filters"]
 
     @_all_filters.setter
@@ -186,6 +220,10 @@ class EntityInterface(LeanFiltersMixin, SQLAInterface):
     def is_code(self, col_name: str) -> bool:
         """A dictionary field's column (one item's code)."""
         return col_name in self.code_columns
+
+    def is_multi(self, col_name: str) -> bool:
+        """A multi-value field (its codes in a link table)."""
+        return col_name in self._multi_fields
 
     def scoped(self, query):
         """``query`` limited to the rows this request's user may read."""

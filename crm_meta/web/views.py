@@ -483,10 +483,10 @@ def make_view(entity: Entity, models) -> type[EntityModelView]:
     columns = {display_column(f): lazy(f.label) for f in fields}
     filters = [n for n in entity.search_fields] + [
         n for n in entity.filter_fields
-        if not entity.field(n).is_multi and entity.field(n).storage != "fk_entity" and n not in entity.search_fields]
-    extra_search = {n: SelectField(lazy(entity.field(n).label), choices=enum_choices(entity.field(n)),
-                                   widget=Select2Widget(), validate_choice=False)
-                    for n in filters if entity.field(n).storage == "code"}
+        if entity.field(n).storage != "fk_entity" and n not in entity.search_fields]
+    extra_search = {display_column(entity.field(n)): SelectField(
+        lazy(entity.field(n).label), choices=enum_choices(entity.field(n)), widget=Select2Widget(), validate_choice=False)
+        for n in filters if entity.field(n).storage == "code" or entity.field(n).is_multi}
     attrs: dict[str, Any] = {
         "entity": entity,
         "route_base": f"/{entity.name}",
