@@ -149,6 +149,16 @@ def test_history_is_spread_over_the_past_year(demo, models):
     assert max(followed) - min(followed) > timedelta(days=60)
     versions = {v for entity in ENTITIES for (v,) in _rows(demo[0], models, entity, "version")}
     assert versions == {1}
+    # each record was made at its own past moment: its number's date, its audit entry
+    from crm_meta.services import clock
+
+    numbered = _rows(demo[0], models, "customer", "id", "customer_no", "created_at")
+    assert all(no[1:9] == clock.to_local(at).strftime("%Y%m%d") for _, no, at in numbered), numbered[:3]
+    audit = models.system["audit"]
+    with Session(demo[0]) as s:
+        created = dict(s.execute(select(audit.c.record_id, audit.c.at).where(
+            audit.c.entity == "customer", audit.c.action == "create", audit.c.field == "name")).all())
+    assert created and all(created[rid] == at for rid, _, at in numbered if rid in created)
 
 
 def test_same_seed_gives_the_same_customers(demo, models, tmp_path):

@@ -38,9 +38,10 @@ MaskOf = Callable[[str, str], "str | None"]  # (entity, field) → mask kind to 
 
 
 def utcnow() -> datetime:
-    from crm_meta.db.tables import utcnow as _utcnow
+    """When an entry happens: the clock's time (naive UTC; frozen in tests and for the demo's past)."""
+    from crm_meta.services import clock
 
-    return _utcnow()
+    return clock.now()
 
 
 # -- values ---------------------------------------------------------------------------------------

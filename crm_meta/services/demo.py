@@ -12,11 +12,12 @@ from decimal import Decimal
 from typing import Any, Sequence
 
 from faker import Faker
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_meta.db.tables import ModelSet, utcnow
 from crm_meta.errors import ValidationFailed
+from crm_meta.services import clock
 from crm_meta.services.dictionaries import Dictionaries
 from crm_meta.services.records import Actor, RecordService
 
@@ -219,13 +220,13 @@ def _wan(rng: random.Random, lo: int, hi: int, step: int = 1000) -> Decimal:
 
 
 class _Writer:
-    """Creates records through RecordService, commits in batches and back-dates the stamps."""
+    """Creates records through RecordService, each at its own past moment (the clock frozen there:
+    its stamps, its number's date, its audit and status history), and commits in batches."""
 
     def __init__(self, session: Session, models: ModelSet, lang: str, usernames: dict[int, str]):
         self.session, self.models, self.lang, self.usernames = session, models, lang, usernames
         self.dicts = Dictionaries.load(session, models.system["dict_item"])
         self.services: dict[tuple[str, int], RecordService] = {}
-        self.stamps: dict[str, list[dict]] = {e: [] for e in ENTITIES}
         self.counts = dict.fromkeys(ENTITIES, 0)
         self.pending = 0
 
@@ -236,10 +237,10 @@ class _Writer:
                 self.session, self.models, entity, Actor(owner, self.lang, username=self.usernames.get(owner)),
                 self.dicts)
         try:
-            obj = svc.create(data)
+            with clock.frozen(stamp):
+                obj = svc.create(data)
         except ValidationFailed as exc:
             raise ValueError(f"demo {entity} rejected: {exc} — {data!r}") from exc
-        self.stamps[entity].append({"_id": obj.id, "_at": stamp})
         self.counts[entity] += 1
         self.pending += 1
         if self.pending >= BATCH:
@@ -247,12 +248,6 @@ class _Writer:
         return obj
 
     def commit(self) -> None:
-        for entity, rows in self.stamps.items():
-            if rows:  # a plain UPDATE: the record keeps version 1
-                table = self.models.model(entity).__table__
-                self.session.execute(table.update().where(table.c.id == bindparam("_id"))
-                                     .values(created_at=bindparam("_at"), updated_at=bindparam("_at")), rows)
-                rows.clear()
         self.session.commit()
         self.pending = 0
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import and_, exists, select
 
-from crm_meta.db.tables import utcnow
 from crm_meta.errors import PermissionDenied, ValidationFailed
 from crm_meta.metadata.model import Label, Pipeline, Transition
+from crm_meta.services import clock
 from crm_meta.services.validation import message
 
 
@@ -53,7 +53,7 @@ def record(session, models, entity: str, record_id: int, field: str, source: str
            actor, comment: str | None = None) -> None:
     session.execute(models.system["status_history"].insert().values(
         entity=entity, record_id=record_id, field=field, from_code=source, to_code=target,
-        user_id=actor.user_id, username=actor.username, at=utcnow(), comment=(comment or None)))
+        user_id=actor.user_id, username=actor.username, at=clock.now(), comment=(comment or None)))
 
 
 def _pick(registry, entity: str, target: str, field: str | None, dictionaries) -> Pipeline | None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -21,7 +20,7 @@ from crm_meta.errors import (
     VersionConflict,
 )
 from crm_meta.metadata.model import DEPARTMENT_FIELD, Entity, Field
-from crm_meta.services import approvals, audit, numbering
+from crm_meta.services import approvals, audit, clock, numbering
 from crm_meta.services.masking import looks_masked
 from crm_meta.services.policy import SYSTEM, Policy, system_policy
 from crm_meta.services.dictionaries import Dictionaries
@@ -115,7 +114,7 @@ class RecordService:
             if f.type == "autonumber":
                 setattr(obj, f.name, numbering.next_number(
                     self.session, self.models.system["sequence"],
-                    f"{self.entity.name}.{f.name}", f.format, datetime.now()))
+                    f"{self.entity.name}.{f.name}", f.format, clock.local_now()))
         self.session.add(obj)
         self._flush(obj)
         for p in self.models.registry.pipelines_of(self.entity.name):
@@ -252,7 +251,7 @@ class RecordService:
         if d == "current_user":
             return self.actor.user_id
         if d in ("now", "today"):
-            return date.today() if f.base == "date" else datetime.now().replace(microsecond=0)
+            return clock.today() if f.base == "date" else clock.local_now().replace(microsecond=0)
         return list(d) if isinstance(d, list) else d
 
     def _clean(self, data: dict[str, Any], obj: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
