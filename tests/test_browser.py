@@ -62,6 +62,9 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     page.on("request", lambda req: requested.append(req.url))
     js_errors: list[str] = []
     page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    console_errors: list[str] = []  # e.g. "Failed to load resource: 404" (every page asked for /favicon.ico)
+    page.on("console", lambda msg: console_errors.append(f"{msg.text} @ {msg.location.get('url')}")
+            if msg.type == "error" else None)
 
     tag = secrets.token_hex(3)
     name = f"浙江测试{tag}机械有限公司"
@@ -211,6 +214,7 @@ def test_customer_and_contact_screens(app, live_server, api, page: Page, tmp_pat
     assert api.get(f"/api/v1/follow_up/{follow_up[0]['id']}").json["result"]["followed_at"] == "2026-11-20T14:35:08"
 
     assert not js_errors, js_errors
+    assert not console_errors, console_errors
     # Nothing was loaded from outside the live server.
     assert requested
     outside = [u for u in requested if not (u.startswith(base + "/") or u.startswith("data:"))]
