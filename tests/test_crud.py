@@ -204,6 +204,8 @@ def test_add_form_starts_with_the_declared_defaults(app, client, api):
     assert 'name="customer_type"' not in html  # a pipeline field: new customers start as prospects
     owner_label = re.search(r'<label for="owner"[^>]*>(.*?)</label>', html, re.S)
     assert owner_label and "&#42;" in owner_label.group(1), owner_label  # required (though pre-filled)
+    owner_box = re.search(r'<select[^>]*name="owner"[^>]*>', html).group(0)
+    assert "required" not in owner_box, owner_box  # left empty, the default applies (see below)
     token = csrf_token(client, "/customer/add")
     resp = client.post("/customer/add", data={
         "name": "默认值客户", "industry": "retail", "contact_name": "钱七", "contact_phone": "13600000000",

@@ -144,8 +144,7 @@ class LookupField(StringField):
 
 class Prefilled:
     """A required field the form starts filled (its declared default, e.g. the owner = me): marked
-    required like the others (FAB's asterisk, the browser's check); left empty by a script, the
-    records service still fills the default in."""
+    required like the others (FAB's asterisk); left empty, the records service fills the default in."""
 
     field_flags = {"required": True}
 
@@ -203,6 +202,8 @@ def form_field(f: Field, entity: str | None = None):
     """The WTForms field for one dictionary field (``entity``: whose records the form edits)."""
     kw = {"label": lazy(f.label), "description": lazy(f.help), "validators": _validators(f),
           "default": _default(f)}
+    if any(isinstance(v, Prefilled) for v in kw["validators"]):  # the asterisk, not the browser's check:
+        kw["render_kw"] = {"required": False}  # an empty hidden Select2 box would block the form silently
     s = f.storage
     if f.type in ("enum",):
         return SelectField(choices=enum_choices(f), widget=Select2Widget(), validate_choice=False, **kw)
