@@ -50,7 +50,9 @@ def request(session, models, entity, obj: Any, changes: dict[str, tuple[Any, Any
     if owner is not None and owner != actor.user_id:  # the owner decides: tell them something waits
         fields_zh = "、".join(entity.field(n).label.zh for n in sorted(changes))
         fields_en = ", ".join(entity.field(n).label.en for n in sorted(changes))
-        title = _title(entity, obj)
+        from crm_meta.services.records import title_of  # (records imports this module)
+
+        title = title_of(entity, obj)
         _notify(session, models, owner, APPROVAL_REQUEST, request_id, entity.name, obj.id,
                 f"{entity.label.zh}「{title}」的{fields_zh}修改等待您审批",
                 f"A change of {fields_en} on {entity.label.en} \"{title}\" waits for your approval")
@@ -58,11 +60,6 @@ def request(session, models, entity, obj: Any, changes: dict[str, tuple[Any, Any
 
 
 APPROVAL_REQUEST, APPROVAL_DECIDED = "approval_request", "approval_decided"  # notification kinds
-
-
-def _title(entity, obj: Any) -> str:
-    value = getattr(obj, entity.field(entity.title).column, None) if entity.title else None
-    return str(value) if value not in (None, "") else f"#{obj.id}"
 
 
 def _notify(session, models, user_id: int, kind: str, request_id: int, entity: str, record_id: int,
@@ -121,7 +118,7 @@ def _load(session, models, request_id: Any, lang: str) -> dict:
 
 def decide(session, models, request_id: Any, actor, policy, *, approve: bool, comment: str | None = None) -> dict:
     """Approve (apply) or reject a pending request; raises RecordError subclasses when refused."""
-    from crm_meta.services.records import RecordService
+    from crm_meta.services.records import RecordService, title_of
 
     zh = not actor.lang.startswith("en")
     req = _load(session, models, request_id, actor.lang)
@@ -152,7 +149,7 @@ def decide(session, models, request_id: Any, actor, policy, *, approve: bool, co
     req.update(status=APPROVED if approve else REJECTED, decided_by_id=actor.user_id)
     if req["requested_by_id"] is not None:  # the requester learns the outcome
         entity = models.registry.entity(req["entity"])
-        title = _title(entity, obj)
+        title = title_of(entity, obj)
         verdict_zh, verdict_en = ("已批准", "approved") if approve else ("被驳回", "rejected")
         _notify(session, models, req["requested_by_id"], APPROVAL_DECIDED, req["id"], req["entity"], obj.id,
                 f"您对{entity.label.zh}「{title}」的修改申请{verdict_zh}",

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from crm_meta.db.tables import ModelSet
 from crm_meta.metadata.model import FollowUpTask, Label
 from crm_meta.services import clock, notifications
+from crm_meta.services.records import title_of
 from crm_meta.services.derived import dictionary_attrs, positive, store, store_row, unstamped
 
 CUSTOMER, FOLLOW_UP = "customer", "follow_up"
@@ -292,12 +293,6 @@ def customer_id_of(models: ModelSet, entity: str, record: Any) -> int | None:
     return getattr(record, e.field(REF).column)
 
 
-def _title(models: ModelSet, entity: str, record: Any) -> str:
-    e = models.registry.entity(entity)
-    value = getattr(record, e.field(e.title).column, None) if e.title and e.field(e.title).column else None
-    return str(value) if value not in (None, "") else f"#{record.id}"
-
-
 def follow_up_task(session: Session, models: ModelSet, entity: str, record: Any, task: FollowUpTask, *,
                    stage: str, stage_label: Label) -> date | None:
     """Pipeline effect ``follow_up``: ``record`` entered ``stage``, so its customer is to be followed
@@ -333,7 +328,7 @@ def follow_up_task(session: Session, models: ModelSet, entity: str, record: Any,
     if row is None or row.owner is None:
         return due
     e = models.registry.entity(entity)
-    title, customer = _title(models, entity, record), str(row.name)
+    title, customer = title_of(models.registry.entity(entity), record), str(row.name)
     note = task.note
     if entity == CUSTOMER:
         zh = f"客户「{customer}」进入「{stage_label.zh}」：请在 {due.isoformat()} 前跟进"

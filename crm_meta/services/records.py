@@ -41,6 +41,13 @@ class Actor:
     request_id: str | None = None
 
 
+def title_of(entity: Entity, record: Any) -> str:
+    """A record as people name it: its title field, or its number when that is empty."""
+    column = entity.field(entity.title).column if entity.title else None
+    value = getattr(record, column, None) if column else None
+    return str(value) if value not in (None, "") else f"#{record.id}"
+
+
 class RecordService:
     """All writes to one entity go through here, whatever the path (screen, REST, import).
 

@@ -316,10 +316,11 @@ class EntityApi(BearerFirstApi, ModelRestApi):
                 item["max_length"] = f.max_length
             fields.append(item)
         allowed = [f"can_{a}" for a in sorted(access.actions)]
-        searchable = [c for c in self.search_columns if c not in access.hidden]
+        offered = self._filters.get_search_filters()
+        searchable = [c for c in self.search_columns if c not in access.hidden and c in offered]
         refused = set(refused_filters(self.entity.name, searchable))
-        filters = {c: [{"name": str(f.name), "operator": f.arg_name} for f in self._filters.get_search_filters()[c]]
-                   for c in searchable if c not in refused and c in self._filters.get_search_filters()}
+        filters = {c: [{"name": str(f.name), "operator": f.arg_name} for f in offered[c]]
+                   for c in searchable if c not in refused}
         return self.response(200, fields=fields, permissions=allowed, filters=filters)
 
     @expose("/export", methods=["GET"])

@@ -7,14 +7,11 @@ from flask import abort, flash, redirect, request, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.api import BaseApi, safe
 from flask_appbuilder.security.decorators import has_access, permission_name, protect
-from flask_appbuilder.security.sqla.models import User
-from sqlalchemy import select
 
 from crm_meta.errors import RecordError, RecordNotFound, ValidationFailed
 from crm_meta.services import approvals
 from crm_meta.services.masking import mask
 from crm_meta.web import context
-from crm_meta.web.forms import user_name
 from crm_meta.web.i18n import current_lang, t
 from crm_meta.web.security import BearerFirstApi
 
@@ -26,16 +23,14 @@ def describe(rows: list[dict], lang: str) -> list[dict]:
     """Requests as people read them: field labels, values masked as the viewer sees them."""
     policy = context.policy()
     registry = context.build().registry
-    ids = {r["requested_by_id"] for r in rows}
-    names = {u.id: f"{user_name(u)} ({u.username})" for u in context.session().execute(
-        select(User).where(User.id.in_(ids))).scalars()} if ids else {}
     from crm_meta.web.audit_views import names_of
 
+    names = names_of("user", {r["requested_by_id"] for r in rows}, policy, registry)
     wanted: dict[str, set[int]] = {}
     for r in rows:
         if r["entity"] in context.build().models.models and r.get("record_id") is not None:
             wanted.setdefault(r["entity"], set()).add(int(r["record_id"]))
-    titles = {e: names_of(e, ids, policy, registry) for e, ids in wanted.items()}  # "name (#id)", if readable
+    titles = {e: names_of(e, records, policy, registry) for e, records in wanted.items()}  # "name (#id)"
     out = []
     for r in rows:
         entity = registry.entity(r["entity"]) if r["entity"] in context.build().models.models else None

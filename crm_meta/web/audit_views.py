@@ -95,7 +95,8 @@ def _field_label(entity: str | None, field: str | None, lang: str) -> str:
         return field
 
 
-def _decorate(rows: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
+def decorate(rows: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
+    """Audit rows as people read them: action, entity and field labels, readable values."""
     for r in rows:
         r["action_label"] = action_label(r["action"], lang)
         r["entity_label"] = _entity_label(r["entity"], lang)
@@ -113,16 +114,16 @@ def readable(rows: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
     referenced record's title (when the viewer may read it, else its number), 是/否, a time to the
     minute. Masked values stay as they are."""
     registry, dicts, policy = context.build().registry, context.dictionaries(), context.policy()
-    fields = {}
     entities = {e.name for e in registry.entities}
+    fields = []  # each row's field (None: masked, or not a field of a declared entity)
     wanted: dict[str, set[int]] = {}  # "user" or a referenced entity → ids to name
     for r in rows:
         f = None
-        if r.get("entity") in entities and r.get("field"):
+        if r.get("entity") in entities and r.get("field") and not r.get("masked"):
             ent = registry.entity(r["entity"])
             f = ent.field(r["field"]) if ent.has_field(r["field"]) else None
-        fields[id(r)] = f
-        if f is not None and f.is_fk and not r.get("masked"):
+        fields.append(f)
+        if f is not None and f.is_fk:
             for v in (r.get("old_value"), r.get("new_value")):
                 if v is not None and str(v).isdigit():
                     wanted.setdefault("user" if f.storage == "fk_user" else f.entity, set()).add(int(v))
@@ -151,8 +152,7 @@ def readable(rows: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
             return found or f"#{value}"
         return value
 
-    for r in rows:
-        f = None if r.get("masked") else fields[id(r)]
+    for r, f in zip(rows, fields):
         r["old_text"], r["new_text"] = text(f, r.get("old_value")), text(f, r.get("new_value"))
     return rows
 
@@ -161,13 +161,15 @@ def names_of(key: str, ids: set[int], policy: Any, registry: Any) -> dict[int, s
     """Display names of users, or titles of records of entity ``key`` the viewer may read."""
     from sqlalchemy import select
 
-    from crm_meta.web.forms import user_name
+    from crm_meta.services.assignment import user_label
 
+    ids = {i for i in ids if i is not None}
+    if not ids:
+        return {}
     session, models = context.session(), context.build().models
     if key == "user":
         user = current_app.appbuilder.sm.user_model
-        found = session.execute(select(user).where(user.id.in_(sorted(ids)))).scalars()
-        return {u.id: f"{user_name(u)} ({u.username})" for u in found}
+        return {u.id: user_label(u) for u in session.execute(select(user).where(user.id.in_(sorted(ids)))).scalars()}
     if key not in models.models or not policy.can(key, "read"):
         return {}
     ent, model = registry.entity(key), models.model(key)
@@ -221,7 +223,7 @@ class AuditView(BaseView):
             error = t("筛选条件无效：记录编号须为数字，日期格式为 YYYY-MM-DD",
                       "Invalid filter: the record id must be a number and dates YYYY-MM-DD")
             result = {"rows": [], "count": 0, "capped": False, "page": 1, "page_size": PAGE_SIZE}
-        rows = _decorate(result["rows"], lang)
+        rows = decorate(result["rows"], lang)
         query = {k: v for k, v in filters.items() if v}
         pages = {
             "prev": f"?{urlencode({**query, 'page': page - 1})}" if page > 1 else None,
@@ -321,7 +323,7 @@ class HistoryView(BaseView):
         limit = min(max(_int_arg("limit", 200) or 200, 1), 1000)
         rows = audit.history(context.session(), build.models.system, entity, record_id, limit=limit,
                              mask_of=viewer_mask_of())
-        return jsonify({"entity": entity, "record_id": record_id, "entries": _decorate(rows, lang)})
+        return jsonify({"entity": entity, "record_id": record_id, "entries": decorate(rows, lang)})
 
 
 # -- dashboard ----------------------------------------------------------------------------------------

@@ -179,7 +179,7 @@ class EntityModelView(ModelView):
         """Pending key-field changes, reveal buttons and the record's history for the show page."""
         from crm_meta.services import approvals, audit
         from crm_meta.web.approvals import describe
-        from crm_meta.web.audit_views import action_label, readable, viewer_mask_of
+        from crm_meta.web.audit_views import decorate, viewer_mask_of
 
         lang = current_lang()
         policy = context.policy()
@@ -189,13 +189,8 @@ class EntityModelView(ModelView):
         revealable = [{"name": n, "label": self.entity.field(n).label.get(lang),
                        "url": url_for(f"{class_name(self.entity, 'Api')}.reveal", pk=item.id, field=n)}
                       for n in access.masked if access.can("reveal") and getattr(item, n, None)]
-        history = audit.history(context.session(), b.models.system, self.entity.name, item.id, limit=100,
-                                mask_of=viewer_mask_of())
-        for row in history:
-            f = row.get("field")
-            row["field_label"] = self.entity.field(f).label.get(lang) if f and self.entity.has_field(f) else f
-            row["action_label"] = action_label(row["action"], lang)
-        readable(history, lang)
+        history = decorate(audit.history(context.session(), b.models.system, self.entity.name, item.id, limit=100,
+                                         mask_of=viewer_mask_of()), lang)
         from crm_meta.services import pipelines
 
         dicts = context.dictionaries()
